@@ -1,0 +1,165 @@
+"""Speed of the book's vectorised code against the straightforward versions it replaces.
+
+Run `python benchmarks/run.py`. Each comparison runs side by side in this one process, with a warm-up and the median
+of several repeats (time.perf_counter), torch's default thread count, and prints one line:
+`<what>: <ratio>x <faster than / the cost of> <baseline> [<times>]  target ...: PASS/MISS`.
+Nothing here asserts on timing; the targets are what the book's prose relies on.
+"""
+import os
+import platform
+import statistics
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.func import functional_call, grad, vmap
+
+from batchsize import grads
+from batchsize.models import MLP
+from batchsize.sim import simulate_sgd
+
+
+def median_times(*fns, repeats, warmup=1):
+    """Median wall time in seconds of each fn() over repeats, after warmup calls.
+
+    The functions take turns within each repeat, so that a machine that gets busier or quieter meanwhile slows
+    all of them alike and their ratio stays fair.
+    """
+    for _ in range(warmup):
+        for fn in fns:
+            fn()
+    times = [[] for _ in fns]
+    for _ in range(repeats):
+        for fn, fn_times in zip(fns, times):
+            start = time.perf_counter()
+            fn()
+            fn_times.append(time.perf_counter() - start)
+    return [statistics.median(fn_times) for fn_times in times]
+
+
+def fmt(seconds):
+    """A time with a readable unit."""
+    return f"{seconds * 1e3:.3g} ms" if seconds < 1 else f"{seconds:.3g} s"
+
+
+def report(what, ratio, relation, times, target=None):
+    """Print one comparison line, with the target and PASS/MISS when there is one."""
+    verdict = "" if target is None else f"  target >= {target:g}x: {'PASS' if ratio >= target else 'MISS'}"
+    print(f"{what}: {ratio:.1f}x {relation} [{times}]{verdict}", flush=True)
+
+
+def cpu_model():
+    """The CPU's model name, from /proc/cpuinfo where there is one."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# (a) the SGD simulator against the course lesson's loop
+
+
+def lesson_loop(batch_sizes=(1, 8, 32, 128), num_seeds=1000, num_steps=30):
+    """The course lesson's simulation, one Python step at a time (reference, not lib code)."""
+    paths = {}
+    for B in batch_sizes:
+        runs = []
+        for seed in range(num_seeds):
+            np.random.seed(seed)
+            theta = 0.0
+            path = [theta]
+            for t in range(num_steps):
+                grad_ = 2 * (theta - 3) + np.random.normal(0, 4 / np.sqrt(B))
+                theta -= 0.1 * grad_
+                path.append(theta)
+            runs.append(path)
+        paths[B] = runs
+    return paths
+
+
+def bench_simulator():
+    def simulator():
+        return simulate_sgd(batch_sizes=(1, 8, 32, 128), lrs=0.1, num_seeds=1000, num_steps=30, seed=0)
+
+    t_sim, t_loop = median_times(simulator, lesson_loop, repeats=3)
+    report("SGD simulator (1000 seeds x B = 1, 8, 32, 128 x 30 steps)", t_loop / t_sim,
+           "faster than the course lesson's per-step Python loop",
+           f"simulate_sgd {fmt(t_sim)} vs loop {fmt(t_loop)}", target=50)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# (b), (c) per-example gradient statistics against torch.func
+
+
+def vmap_per_example_grads(model):
+    """A function (X, y) -> explicit per-example gradients (N, num_params) via torch.func vmap(grad)."""
+    params = {name: p.detach() for name, p in model.named_parameters()}
+
+    def loss_one(params, x, target):
+        return F.cross_entropy(functional_call(model, params, (x[None],)), target[None])
+
+    per_example = vmap(grad(loss_one), in_dims=(None, 0, 0))
+
+    def run(X, y):
+        g = per_example(params, X, y)  # {name: (N, *param.shape)}
+        return torch.cat([v.reshape(len(X), -1) for v in g.values()], dim=1)  # (N, num_params)
+    return run
+
+
+def bench_per_example_stats(batch_size=256):
+    torch.manual_seed(0)
+    model = MLP()
+    X, y = torch.randn(batch_size, 40), torch.randint(10, (batch_size,))
+    per_example = vmap_per_example_grads(model)
+    params = list(model.parameters())
+
+    def vmap_stats():
+        G_all = per_example(X, y)  # (batch_size, num_params)
+        mean = G_all.mean(0)
+        return G_all.square().sum(1).mean() - mean.square().sum()  # tr(Sigma)
+
+    def one_backward():
+        return torch.autograd.grad(F.cross_entropy(model(X), y), params)
+
+    hooks = grads.gradient_stats(model, X, y).trace_cov
+    assert abs(hooks - vmap_stats().item()) <= 1e-3 * abs(hooks), "the two methods disagree"
+    t_hooks, t_vmap, t_backward = median_times(lambda: grads.gradient_stats(model, X, y), vmap_stats, one_backward,
+                                               repeats=30, warmup=3)
+    report(f"per-example stats tr(Sigma) (MLP 40-100-100-10, batch {batch_size})", t_vmap / t_hooks,
+           "faster than torch.func vmap(grad)", f"hooks {fmt(t_hooks)} vs vmap {fmt(t_vmap)}", target=10)
+    report(f"per-example stats tr(Sigma) (MLP 40-100-100-10, batch {batch_size})", t_hooks / t_backward,
+           "the cost of one batched forward+backward pass", f"hooks {fmt(t_hooks)} vs backward {fmt(t_backward)}")
+
+
+def bench_gram(num_examples=4000):
+    torch.manual_seed(0)
+    model = MLP()
+    X, y = torch.randn(num_examples, 40), torch.randint(10, (num_examples,))
+    per_example = vmap_per_example_grads(model)
+
+    def explicit_gram():
+        G_all = per_example(X, y)  # (N, num_params), float32
+        return G_all @ G_all.T  # (N, N)
+
+    t_gram, t_explicit = median_times(lambda: grads.gradient_gram(model, X, y), explicit_gram, repeats=2)
+    report(f"gradient_gram (MLP 40-100-100-10, N = {num_examples}, float64)", t_explicit / t_gram,
+           "faster than vmap(grad) per-example matrix G then G @ G.T in float32",
+           f"gram {fmt(t_gram)} vs explicit {fmt(t_explicit)}")
+
+
+if __name__ == "__main__":
+    print(f"torch {torch.__version__}, numpy {np.__version__}, {torch.get_num_threads()} threads, "
+          f"CPU: {cpu_model()}", flush=True)
+    load, cores = os.getloadavg()[0], os.cpu_count()
+    if load > 0.5 * cores:
+        print(f"warning: load average {load:.1f} on {cores} cores; other processes compete for the CPU, "
+              f"so small-op timings (and their ratios) are unreliable: rerun on an idle machine", flush=True)
+    bench_simulator()
+    bench_per_example_stats()
+    bench_gram()

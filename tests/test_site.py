@@ -1,0 +1,355 @@
+"""Tests for the built site: every page of _toc.yml, opened offline in headless Chromium.
+
+The site is built with the README's command (or reused when _build/html is newer than every source),
+served from 127.0.0.1 and opened page by page. Each page must have its title, load every image, show
+typeset math only, log no JavaScript error, request nothing from another host, and hold no dead
+widget control. A full-page screenshot of each page is written to artifacts/screenshots/.
+"""
+import functools
+import http.server
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from urllib.parse import urlparse
+
+import nbformat
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+HTML = ROOT / "_build" / "html"
+ARTIFACTS = ROOT / "artifacts"
+SCREENSHOTS = ARTIFACTS / "screenshots"
+BUILD_COMMAND = ["jupyter-book", "build", "--all", "-W", "-n", "--keep-going", "."]
+CHROMIUM = "/usr/bin/chromium"
+# Without these flags an offline Chromium keeps trying to reach Google's services.
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+LOCAL_HOST = "127.0.0.1"
+CONFIG = yaml.safe_load((ROOT / "_config.yml").read_text())
+REPOSITORY_URL = CONFIG["repository"]["url"]
+# Console errors or failed requests that cannot be fixed at their root, each with its reason.
+# Empty: every error seen so far had a fix.
+ALLOWED_CONSOLE_ERRORS: list[str] = []
+
+# ---------------------------------------------------------------------------------------------
+# The pages, from _toc.yml
+
+
+def toc_docnames(toc=None):
+    """Every document of the table of contents, in reading order."""
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text()) if toc is None else toc
+    names = [toc["root"]] if "root" in toc else []
+
+    def walk(entries):
+        for entry in entries or []:
+            if "file" in entry:
+                names.append(entry["file"])
+            for key in ("parts", "chapters", "sections"):
+                walk(entry.get(key))
+
+    for key in ("parts", "chapters", "sections"):
+        walk(toc.get(key))
+    return [re.sub(r"\.(md|ipynb)$", "", name) for name in names]
+
+
+def source_path(docname):
+    """The .ipynb or .md file a page is built from."""
+    for suffix in (".ipynb", ".md"):
+        path = ROOT / (docname + suffix)
+        if path.exists():
+            return path
+    raise FileNotFoundError(f"no source for {docname} (listed in _toc.yml)")
+
+
+def source_markdown(docname):
+    """The Markdown text of a page's source (markdown cells only, for a notebook)."""
+    path = source_path(docname)
+    if path.suffix == ".ipynb":
+        nb = nbformat.read(path, as_version=4)
+        return "\n\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    text = path.read_text()
+    text = re.sub(r"\A---\n.*?\n---\n", "", text, flags=re.S)  # jupytext front matter
+    return re.sub(r"^```\{code-cell\}.*?^```", "", text, flags=re.S | re.M)
+
+
+def source_title(docname):
+    """The text of the page's first level-1 heading, without Markdown markup."""
+    match = re.search(r"^# (.+)$", source_markdown(docname), flags=re.M)
+    assert match, f"{docname} has no '# Title' heading"
+    return re.sub(r"[*_`]", "", match.group(1)).strip()
+
+
+def source_has_math(docname):
+    """Whether the source holds math: $...$, $$...$$, a math directive or role, or amsmath."""
+    code_fence = r"```(\{code[^}]*\}|(?!\{))[^\n]*\n.*?```"  # ``` or ```{code-block}, not directives
+    text = re.sub(code_fence, "", source_markdown(docname), flags=re.S)
+    text = re.sub(r"`[^`\n]*`", "", text)  # inline code, but keep {math}`...` roles
+    return bool(re.search(r"\$\$|\$[^\s$][^$\n]*\$|\{math\}|\\begin\{", text))
+
+
+DOCNAMES = toc_docnames()
+
+# ---------------------------------------------------------------------------------------------
+# Build, server and browser (one of each for the module)
+
+
+def newest_source_mtime():
+    """The latest modification time of anything the site is built from."""
+    skip = {"_build", "artifacts", ".git", ".github", ".ci", ".pytest_cache", "tests", "benchmarks"}
+    newest = 0.0
+    for dirpath, dirnames, filenames in os.walk(ROOT):
+        dirnames[:] = [d for d in dirnames if d not in skip and not d.startswith(".")
+                       and not d.endswith(".egg-info") and d != "__pycache__"]
+        for name in filenames:
+            if name.endswith((".md", ".ipynb", ".yml", ".yaml", ".bib", ".py", ".css", ".js")):
+                newest = max(newest, (Path(dirpath) / name).stat().st_mtime)
+    return newest
+
+
+def site_is_fresh():
+    """Whether _build/html is a complete, successful build newer than every source."""
+    pages = [HTML / f"{name}.html" for name in DOCNAMES]
+    if not all(p.exists() for p in pages) or (HTML / "reports").exists():
+        return False
+    if not (HTML / "_static" / "mathjax" / "tex-chtml.js").exists():  # copied only on success
+        return False
+    return min(p.stat().st_mtime for p in pages) > newest_source_mtime()
+
+
+def build_site(cwd, log):
+    """Run the README's build command in cwd; return the completed process (output in log)."""
+    exe = shutil.which("jupyter-book")
+    assert exe, "jupyter-book is not installed: pip install -r requirements.txt"
+    with open(log, "w") as out:
+        return subprocess.run([exe, *BUILD_COMMAND[1:]], cwd=cwd, stdout=out,
+                              stderr=subprocess.STDOUT, timeout=3600)
+
+
+@pytest.fixture(scope="module")
+def site():
+    """The built site in _build/html, rebuilt unless fresh (set BOOK_REBUILD=1 to force)."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    if os.environ.get("BOOK_REBUILD") == "1" or not site_is_fresh():
+        shutil.rmtree(ROOT / "_build", ignore_errors=True)
+        log = ARTIFACTS / "build.log"
+        result = build_site(ROOT, log)
+        tail = "\n".join(log.read_text().splitlines()[-60:])
+        assert result.returncode == 0, f"book build failed (full log: {log}):\n{tail}"
+    return HTML
+
+
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="module")
+def base_url(site):
+    """The site served over http on 127.0.0.1, on a free port."""
+    handler = functools.partial(QuietHandler, directory=str(site))
+    server = http.server.ThreadingHTTPServer((LOCAL_HOST, 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://{LOCAL_HOST}:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Headless Chromium from Debian, driven by Playwright."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    assert Path(CHROMIUM).exists(), "install Chromium: apt-get install -y chromium chromium-driver"
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield browser
+        browser.close()
+
+
+class PageVisit:
+    """One page opened in a fresh browser context, with everything it logged and requested."""
+
+    def __init__(self, browser, url):
+        self.context = browser.new_context(viewport={"width": 1280, "height": 900})
+        self.page = self.context.new_page()
+        self.console_errors, self.page_errors, self.foreign_requests, self.bad_responses = [], [], [], []
+        self.page.on("console", self._on_console)
+        self.page.on("pageerror", lambda exc: self.page_errors.append(str(exc)))
+        self.page.on("requestfailed", lambda r: self.bad_responses.append(f"{r.url}: {r.failure}"))
+        self.page.on("response", self._on_response)
+        # Record, then block, anything that is not the local server: the site must work offline.
+        self.page.route("**/*", self._route)
+        self.page.goto(url, wait_until="load")
+        self.page.wait_for_load_state("networkidle")
+
+    def _on_console(self, msg):
+        if msg.type == "error" and not any(a in msg.text for a in ALLOWED_CONSOLE_ERRORS):
+            self.console_errors.append(f"{msg.text} ({msg.location.get('url')})")
+
+    def _on_response(self, response):
+        if response.status >= 400:
+            self.bad_responses.append(f"{response.url}: HTTP {response.status}")
+
+    def _route(self, route):
+        url = urlparse(route.request.url)
+        if url.scheme in ("data", "blob", "about") or url.hostname == LOCAL_HOST:
+            route.continue_()
+        else:
+            self.foreign_requests.append(route.request.url)
+            route.abort()
+
+    def close(self):
+        self.context.close()
+
+
+@pytest.fixture(scope="module")
+def visits(base_url, browser):
+    """Page visits, opened on first use and shared by the tests of one page."""
+    opened = {}
+
+    def visit(docname):
+        if docname not in opened:
+            opened[docname] = PageVisit(browser, f"{base_url}/{docname}.html")
+        return opened[docname]
+
+    yield visit
+    for v in opened.values():
+        v.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# The table of contents
+
+
+def test_toc_starts_with_the_numbered_gradient_variance_chapter():
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    numbered = [part for part in toc["parts"] if part.get("numbered")]
+    assert numbered, "no part of _toc.yml is numbered"
+    assert numbered[0]["chapters"][0]["file"] == "chapters/01_gradient_variance"
+
+
+def test_toc_lists_every_chapter_notebook():
+    notebooks = {f"chapters/{p.stem}" for p in (ROOT / "chapters").glob("*.ipynb")}
+    assert notebooks <= set(DOCNAMES), f"not in _toc.yml: {sorted(notebooks - set(DOCNAMES))}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Every page, in the browser
+
+MATHJAX_READY = """async () => {
+    if (!window.MathJax || !MathJax.startup || !MathJax.startup.promise) return false;
+    await MathJax.startup.promise;
+    return true;
+}"""
+
+IMAGES_SETTLED = """async () => {
+    const images = [...document.images];
+    images.forEach(img => { img.loading = "eager"; });
+    await Promise.all(images.map(img => img.complete ? null :
+        new Promise(done => { img.addEventListener("load", done); img.addEventListener("error", done); })));
+    return images.map(img => ({src: img.currentSrc || img.src, width: img.naturalWidth}));
+}"""
+
+# Text a reader sees outside code: raw TeX delimiters here mean math that was not typeset.
+PROSE_TEXT = """() => {
+    const main = document.querySelector("main") || document.body;
+    const clone = main.cloneNode(true);
+    clone.querySelectorAll("pre, code, script, style, textarea, mjx-container, mjx-assistive-mml")
+         .forEach(el => el.remove());
+    return clone.textContent;
+}"""
+
+
+@pytest.mark.parametrize("docname", DOCNAMES)
+def test_page_renders_offline(docname, visits):
+    visit = visits(docname)
+    page = visit.page
+
+    # Title: the <title> and the page's h1 both carry the source's first heading.
+    title = source_title(docname)
+    assert title in page.title(), f"<title> {page.title()!r} lacks {title!r}"
+    h1 = page.locator("main article h1").first
+    assert h1.count() == 1, "no h1 in the article"
+    assert title in h1.inner_text()
+
+    # Math: typeset by the MathJax served from the book, no TeX error, no raw delimiters left.
+    math_nodes = page.locator("main .math").count()
+    if source_has_math(docname) or math_nodes:
+        assert page.locator('script[src*="_static/mathjax/"]').count() == 1, "MathJax is not loaded locally"
+        assert page.evaluate(MATHJAX_READY), "MathJax did not start"
+        assert page.locator("main mjx-container").count() >= max(1, math_nodes)
+        assert page.locator("mjx-merror").count() == 0, "MathJax reported a TeX error"
+    prose = page.evaluate(PROSE_TEXT)
+    for delimiter in ("\\(", "\\[", "$$"):
+        assert delimiter not in prose, f"raw math delimiter {delimiter!r} in the page text"
+
+    # Images: every <img> loaded.
+    broken = [img["src"] for img in page.evaluate(IMAGES_SETTLED) if img["width"] == 0]
+    assert not broken, f"images that did not load: {broken}"
+
+    # No dead widget controls: the static site has no kernel behind a slider.
+    dead = page.locator('input[type="range"], .widget-slider, .jupyter-widgets, '
+                        'script[type="application/vnd.jupyter.widget-view+json"]').count()
+    assert dead == 0, "widget controls in a static page (tag the widget cell remove-output)"
+
+    page.wait_for_load_state("networkidle")
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / f"{docname.replace('/', '_')}.png"), full_page=True)
+
+    # Nothing failed, nothing logged an error, nothing left 127.0.0.1.
+    assert not visit.foreign_requests, f"requests to other hosts: {visit.foreign_requests}"
+    assert not visit.bad_responses, f"failed requests: {visit.bad_responses}"
+    assert not visit.page_errors, f"page errors: {visit.page_errors}"
+    assert not visit.console_errors, f"console errors: {visit.console_errors}"
+
+
+NOTEBOOK_PAGES = [d for d in DOCNAMES if source_path(d).suffix == ".ipynb"]
+
+
+@pytest.mark.parametrize("docname", NOTEBOOK_PAGES)
+def test_notebook_page_offers_launch_and_download(docname, visits, base_url):
+    page = visits(docname).page
+    repo_path = urlparse(REPOSITORY_URL).path.strip("/")
+    branch = CONFIG["repository"]["branch"]
+    colab = page.locator(f'a[href="https://colab.research.google.com/github/{repo_path}/blob/'
+                         f'{branch}/{docname}.ipynb"]')
+    assert colab.count() == 1, "no Colab launch link"
+    assert page.locator(f'a[href^="https://mybinder.org/v2/gh/{repo_path}/{branch}"]').count() == 1, \
+        "no Binder launch link"
+    download = page.locator('a.btn-download-source-button[href$=".ipynb"]')
+    assert download.count() == 1, "no .ipynb download button"
+    href = download.get_attribute("href")
+    response = page.request.get(f"{base_url}/{Path(docname).parent.as_posix()}/{href}")
+    assert response.ok, f"download link {href} gives HTTP {response.status}"
+    assert json.loads(response.body())["cells"], "downloaded notebook has no cells"
+    # The install cell is tagged remove-cell: the reader does not see it.
+    assert "Colab or a fresh environment" not in page.locator("main").inner_text()
+
+
+# ---------------------------------------------------------------------------------------------
+# A failing notebook fails the build and leaves its report
+
+
+def test_failing_notebook_fails_build_and_keeps_report(tmp_path):
+    for name in ("_config.yml", "references.bib"):
+        shutil.copy(ROOT / name, tmp_path / name)
+    shutil.copytree(ROOT / "_ext", tmp_path / "_ext")
+    (tmp_path / "_toc.yml").write_text("format: jb-book\nroot: broken\n")
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.cells = [nbformat.v4.new_markdown_cell("# Broken"),
+                nbformat.v4.new_code_cell("raise ValueError('a cell that fails')")]
+    nbformat.write(nb, tmp_path / "broken.ipynb")
+
+    result = build_site(tmp_path, tmp_path / "build.log")
+
+    assert result.returncode != 0, "a notebook that raises did not fail the build"
+    report = tmp_path / "_build" / "html" / "reports" / "broken.err.log"
+    assert report.exists(), (tmp_path / "build.log").read_text()[-3000:]
+    assert "a cell that fails" in report.read_text()
