@@ -115,7 +115,7 @@ final_sd = res.theta[..., -1].std(axis=0)[:, 0]  # (num_batch_sizes,)
 exact_sd = np.sqrt(var[:, 0, -1])
 for batch_size, measured, exact in zip(batch_sizes, final_sd, exact_sd):
     print(f"B = {batch_size:3d}: sd of theta_30 = {measured:.4f} measured, {exact:.4f} exact")
-glue("sd_ratio_1_128", final_sd[0] / final_sd[-1], display=False)
+glue("sd_ratio_1_128", float(final_sd[0] / final_sd[-1]), display=False)
 """)
 md(r"""
 At $B = 1$ the final parameter is spread {glue:text}`sd_ratio_1_128:.1f` times wider than at $B = 128$, close to
@@ -165,7 +165,7 @@ ax.legend(ncols=2, fontsize=8);
 code("""
 stable = np.isfinite(exact)
 z_stationary = np.abs(stationary - exact) / stationary_sem
-glue("stationary_max_z", z_stationary[stable].max(), display=False)
+glue("stationary_max_z", float(z_stationary[stable].max()), display=False)
 glue("stationary_num_settings", int(stable.sum()), display=False)
 """)
 md(r"""
@@ -337,13 +337,13 @@ last = checkpoints[-1][2]
 snr_end = grads.gradient_snr(last.grad_sq_norm, last.trace_cov, cfg.batch_size)
 print("windowed B_simple:", " ".join(f"{b:.0f}" for b in b_window))
 print(f"at initialisation {b_exact[0]:.0f}; mean of the windows {later_mean:.0f} +/- {later_sem:.0f}")
-glue("b_simple_start", b_exact[0], display=False)
-glue("b_window_mean", later_mean, display=False)
-glue("b_window_peak", b_window[peak], display=False)
+glue("b_simple_start", float(b_exact[0]), display=False)
+glue("b_window_mean", float(later_mean), display=False)
+glue("b_window_peak", float(b_window[peak]), display=False)
 glue("b_window_peak_end", 250 * (peak + 1), display=False)
-glue("b_window_last", b_window[-1], display=False)
-glue("snr_end", snr_end, display=False)
-glue("test_acc_end", 100 * history.test_acc[-1], display=False)
+glue("b_window_last", float(b_window[-1]), display=False)
+glue("snr_end", float(snr_end), display=False)
+glue("test_acc_end", float(100 * history.test_acc[-1]), display=False)
 """)
 md(r"""
 The noise scale is {glue:text}`b_simple_start:.0f` examples at initialisation. Once training is under way it is
@@ -368,7 +368,7 @@ repeats = np.array([grads.estimate_noise_scale(mlp, X_train, y_train, b_small=32
 repeat_sem = repeats.std(ddof=1) / np.sqrt(len(repeats))
 print(f"B_simple at step {cfg.num_steps}: exact {exact_end:.0f}, two-batch {repeats.mean():.0f} +/- {repeat_sem:.0f} "
       f"(mean +/- standard error of 8 repeats)")
-glue("two_batch_rel_err", 100 * abs(repeats.mean() / exact_end - 1), display=False)
+glue("two_batch_rel_err", float(100 * abs(repeats.mean() / exact_end - 1)), display=False)
 """)
 md(r"""
 The two-batch estimate lands within {glue:text}`two_batch_rel_err:.1f` % of the exact per-example value, with no
