@@ -30,7 +30,7 @@ def load_mnist1d(num_train=4000, num_test=1000, seed=42):
     if (num_train + num_test) % 10:
         raise ValueError(f"num_train + num_test must be a multiple of 10 (MNIST-1D draws the same number of "
                          f"examples per class), got {num_train} + {num_test}")
-    path = cache_dir() / f"mnist1d_{num_train}_{num_test}_{seed}.npz"
+    path = cache_dir() / f"mnist1d_v2_{num_train}_{num_test}_{seed}.npz"
     if not path.exists():
         from mnist1d.data import get_dataset_args, make_dataset
 
@@ -39,9 +39,11 @@ def load_mnist1d(num_train=4000, num_test=1000, seed=42):
         args.train_split = num_train / (num_train + num_test)
         args.seed = seed
         data = make_dataset(args)
+        x, y = np.concatenate([data["x"], data["x_test"]]), np.concatenate([data["y"], data["y_test"]])
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.stem + f".{os.getpid()}.tmp.npz")
-        np.savez(tmp, x=data["x"], y=data["y"], x_test=data["x_test"], y_test=data["y_test"])
+        # split here: mnist1d's own split point int(total * train_split) can be off by one through rounding
+        np.savez(tmp, x=x[:num_train], y=y[:num_train], x_test=x[num_train:], y_test=y[num_train:])
         os.replace(tmp, path)  # atomic: parallel test workers never read a half-written file
     with np.load(path) as d:
         return (torch.tensor(d["x"], dtype=torch.float32), torch.tensor(d["y"], dtype=torch.long),
@@ -99,5 +101,6 @@ class LinearRegression:
 
     def per_example_grads(self, X, y, theta):
         """Per-example gradients x_i (x_i . theta - y_i), shape (num_examples, dim)."""
+        self._offset(theta)  # checks the shape
         theta = torch.as_tensor(np.asarray(theta, dtype=float), dtype=X.dtype)
         return X * (X @ theta - y)[:, None]

@@ -39,7 +39,7 @@ class CNN1D(nn.Sequential):
         self.length = length
 
     def forward(self, x):
-        if x.ndim == 3:
+        if x.ndim == 3 and x.shape[1] == 1:
             x = x.flatten(1)
         if x.ndim != 2 or x.shape[1] != self.length:
             raise ValueError(f"CNN1D expects inputs of shape (batch_size, {self.length}) or "

@@ -43,6 +43,9 @@ def plot_runs(ax, steps, values, diverged=None, label=None, color=None, band=Tru
     values = np.asarray(values, dtype=float)
     if values.ndim != 2 or values.shape[1] != len(steps):
         raise ValueError(f"values must be (num_runs, {len(steps)}), got shape {values.shape}")
+    if diverged is not None and np.shape(diverged) != (len(values),):
+        raise ValueError(f"diverged must be a mask with one entry per run, shape ({len(values)},), "
+                         f"got shape {np.shape(diverged)}")
     keep = np.ones(len(values), bool) if diverged is None else ~np.asarray(diverged, bool)
     if label is not None and not keep.all():
         label = f"{label} ({(~keep).sum()} of {len(keep)} diverged)"

@@ -5,6 +5,7 @@ Gaussian noise of standard deviation noise_std / sqrt(batch_size), the model of 
 per-example noise has standard deviation noise_std. Every (seed, batch size, learning rate) run is one slice
 of a single array program: no Python loop over runs, only over steps.
 """
+import numbers
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,9 +31,10 @@ class SimResult:
 
     @property
     def diverged(self):
-        """(num_batch_sizes, num_lrs) mask of settings whose iterates blew up (|1 - lr * curvature| >= 1)."""
+        """(num_batch_sizes, num_lrs) mask of unstable settings (|1 - lr * curvature| >= 1) or blown-up runs."""
         blown = ~np.isfinite(self.theta[..., -1]) | (np.abs(self.theta[..., -1] - self.target) > 1e12)
-        return blown.any(axis=0)
+        unstable = np.abs(1 - self.lrs * self.curvature) >= 1  # (num_lrs,)
+        return blown.any(axis=0) | unstable[None, :]
 
 
 def simulate_sgd(theta0=0.0, target=3.0, curvature=2.0, lrs=0.1, batch_sizes=(1, 8, 32, 128),
@@ -47,6 +49,8 @@ def simulate_sgd(theta0=0.0, target=3.0, curvature=2.0, lrs=0.1, batch_sizes=(1,
     check_positive_int(num_steps, "num_steps")
     check_positive_int(num_seeds, "num_seeds")
     for name, value in (("curvature", curvature), ("noise_std", noise_std)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise TypeError(f"{name} must be a number >= 0, got {type(value).__name__} {value!r}")
         if not np.isfinite(value) or value < 0:
             raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
     rng = np.random.default_rng(seed)
@@ -73,6 +77,7 @@ def theory_moments(theta0=0.0, target=3.0, curvature=2.0, lrs=0.1, batch_sizes=(
     """
     batch_sizes = as_positive_array(batch_sizes, "batch_sizes", integer=True)
     lrs = as_positive_array(lrs, "lrs")
+    check_positive_int(num_steps, "num_steps")
     t = np.arange(num_steps + 1)[None, None, :]
     rho = (1 - lrs * curvature)[None, :, None]  # (1, num_lrs, 1)
     s2 = (lrs[None, :] ** 2 * noise_std ** 2 / batch_sizes[:, None])[..., None]  # (num_batch_sizes, num_lrs, 1)

@@ -72,8 +72,9 @@ def _check_config(cfg, X, y, X_test, y_test, lrs):
         raise ValueError(f"momentum must be in [0, 1), got {cfg.momentum}")
     if cfg.weight_decay < 0:
         raise ValueError(f"weight_decay must be >= 0, got {cfg.weight_decay}")
-    if y.dtype != torch.long:
-        raise TypeError(f"y must hold integer class labels (torch.long), got dtype {y.dtype}")
+    for name, labels in (("y", y), ("y_test", y_test)):
+        if labels.dtype != torch.long:
+            raise TypeError(f"{name} must hold integer class labels (torch.long), got dtype {labels.dtype}")
 
 
 def _fit(model, params, data, cfg, lrs, seeds, callback=None):
@@ -158,6 +159,8 @@ def train(model, data, cfg=TrainConfig(), callback=None):
     """
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if not isinstance(cfg, TrainConfig):
+        raise TypeError(f"cfg must be a TrainConfig, got {type(cfg).__name__}")
     torch.manual_seed(cfg.seed)
     params = {k: v.detach().clone()[None] for k, v in model.named_parameters()}
 

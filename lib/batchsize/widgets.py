@@ -49,8 +49,8 @@ def sgd_explorer():
     import ipywidgets as widgets
 
     def draw(batch_size, lr):
-        fig = plot_sgd_paths(batch_size=batch_size, lr=lr)
-        plt.show(fig)
+        plot_sgd_paths(batch_size=batch_size, lr=lr)
+        plt.show()
 
     return widgets.interactive(
         draw,

@@ -1,0 +1,299 @@
+"""Tests for train.py"""
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from batchsize.data import load_mnist1d
+from batchsize.models import MLP
+from batchsize.train import History, TrainConfig, _batch_order, train, train_many
+
+CFG = TrainConfig(lr=0.1, batch_size=64, num_steps=300, eval_every=100, progress=False)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models train fastest on one thread; two threads per worker on a shared 2-core machine thrash."""
+    num_threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(num_threads)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return load_mnist1d()
+
+
+def make_model(seed=0):
+    torch.manual_seed(seed)
+    return MLP()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# reference: a plain PyTorch loop with torch.optim.SGD over the same batches
+
+
+def reference_sgd(model, data, cfg, stop_at=None):
+    """Train with torch.optim.SGD in a plain loop; returns per-step losses and test losses at eval steps."""
+    X, y, X_test, y_test = data
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    order = _batch_order(len(X), cfg.batch_size, cfg.num_steps, cfg.seed)
+    losses, test_losses = [], []
+
+    def evaluate():
+        with torch.no_grad():
+            test_losses.append(F.cross_entropy(model(X_test), y_test).item())
+
+    evaluate()
+    for step, idx in enumerate(order[:stop_at]):
+        opt.zero_grad()
+        loss = F.cross_entropy(model(X[idx]), y[idx])
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+        if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.num_steps:
+            evaluate()
+    return np.array(losses), np.array(test_losses)
+
+
+def assert_same_history(a, b, rtol=1e-5, atol=1e-6):
+    for name in ("train_loss", "train_acc", "test_loss", "test_acc"):
+        np.testing.assert_allclose(getattr(a, name), getattr(b, name), rtol=rtol, atol=atol, err_msg=name)
+    np.testing.assert_array_equal(a.eval_steps, b.eval_steps)
+    np.testing.assert_array_equal(a.diverged, b.diverged)
+    np.testing.assert_array_equal(a.diverged_at, b.diverged_at)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# batch order
+
+
+def test_batch_order_draws_each_example_at_most_once_per_epoch():
+    order = _batch_order(100, 8, 30, seed=0)
+    assert order.shape == (30, 8) and order.dtype == torch.long
+    steps_per_epoch = 100 // 8
+    for start in range(0, 30, steps_per_epoch):
+        epoch = order[start:start + steps_per_epoch].flatten()
+        assert len(torch.unique(epoch)) == len(epoch)
+        assert epoch.min() >= 0 and epoch.max() < 100
+
+
+def test_batch_order_depends_on_seed_only():
+    assert torch.equal(_batch_order(100, 8, 30, seed=1), _batch_order(100, 8, 30, seed=1))
+    assert not torch.equal(_batch_order(100, 8, 30, seed=1), _batch_order(100, 8, 30, seed=2))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# train against torch.optim.SGD
+
+
+@pytest.fixture(scope="module")
+def plain_run(data):
+    """The default short run (300 steps, lr 0.1, batch size 64), and the same run with torch.optim.SGD."""
+    model, ref_model = make_model(), make_model()
+    hist = train(model, data, CFG)
+    ref_losses, ref_test = reference_sgd(ref_model, data, CFG)
+    return hist, model, ref_losses, ref_test, ref_model
+
+
+def test_train_decreases_the_loss(plain_run):
+    hist = plain_run[0]
+    assert isinstance(hist, History)
+    assert hist.train_loss.shape == hist.train_acc.shape == (300,)
+    np.testing.assert_array_equal(hist.eval_steps, [0, 100, 200, 300])
+    assert hist.test_loss.shape == hist.test_acc.shape == (4,)
+    assert not hist.diverged and hist.diverged_at == -1
+    assert abs(hist.test_loss[0] - np.log(10)) < 0.1  # an untrained classifier is near chance
+    assert hist.test_loss[-1] < hist.test_loss[0] - 0.3
+    assert hist.train_loss[-50:].mean() < hist.train_loss[:50].mean() - 0.3
+    assert hist.test_acc[-1] > 0.25  # chance is 0.1
+
+
+def test_train_matches_torch_optim_sgd_on_same_batches(plain_run):
+    hist, model, ref_losses, ref_test, ref_model = plain_run
+    np.testing.assert_allclose(hist.train_loss, ref_losses, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(hist.test_loss, ref_test, rtol=1e-5, atol=1e-5)
+    for p, q in zip(model.parameters(), ref_model.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("momentum, weight_decay", [(0.9, 0.0), (0.0, 1e-2), (0.9, 5e-4)])
+def test_train_matches_torch_optim_sgd_with_momentum_and_weight_decay(data, momentum, weight_decay):
+    cfg = replace(CFG, momentum=momentum, weight_decay=weight_decay, num_steps=100, eval_every=50, lr=0.05)
+    model, ref_model = make_model(), make_model()
+    hist = train(model, data, cfg)
+    ref_losses, ref_test = reference_sgd(ref_model, data, cfg)
+    np.testing.assert_allclose(hist.train_loss, ref_losses, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(hist.test_loss, ref_test, rtol=1e-5, atol=1e-5)
+    for p, q in zip(model.parameters(), ref_model.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5)
+
+
+def test_train_accuracy_is_fraction_of_correct_predictions_in_batch(data):
+    cfg = replace(CFG, num_steps=1)
+    model = make_model()
+    X, y = data[0], data[1]
+    idx = _batch_order(len(X), cfg.batch_size, 1, cfg.seed)[0]
+    with torch.no_grad():
+        expected = (model(X[idx]).argmax(1) == y[idx]).double().mean().item()
+    hist = train(model, data, cfg)
+    assert hist.train_acc[0] == pytest.approx(expected)
+
+
+def test_train_is_reproducible(data):
+    cfg = replace(CFG, num_steps=100)
+    a, b = make_model(), make_model()
+    assert_same_history(train(a, data, cfg), train(b, data, cfg), rtol=0, atol=0)
+    for p, q in zip(a.parameters(), b.parameters()):
+        assert torch.equal(p, q)
+
+
+def test_callback_sees_model_with_current_parameters(data):
+    cfg = replace(CFG, num_steps=120, eval_every=50)
+    calls = []
+
+    def callback(step, model):
+        calls.append((step, [p.detach().clone() for p in model.parameters()]))
+
+    train(make_model(), data, cfg, callback=callback)
+    assert [step for step, _ in calls] == [50, 100]
+    for step, params in calls:
+        ref_model = make_model()
+        reference_sgd(ref_model, data, cfg, stop_at=step)
+        for p, q in zip(params, ref_model.parameters()):
+            torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# train_many: every run as if trained alone
+
+
+def test_train_many_rows_equal_train_with_that_lr_and_seed(data):
+    lrs, seeds = [0.05, 0.2], [0, 1]
+    cfg = replace(CFG, num_steps=60, eval_every=30)
+    hist = train_many(make_model=MLP, data=data, lrs=lrs, seeds=seeds, cfg=cfg)
+    assert hist.train_loss.shape == (4, 60) and hist.test_loss.shape == (4, 3)
+    for i in range(4):
+        lr, seed = lrs[i // 2], seeds[i % 2]  # lr-major
+        alone = train(make_model(seed), data, replace(cfg, lr=lr, seed=seed))
+        for name in ("train_loss", "train_acc", "test_loss", "test_acc"):
+            np.testing.assert_allclose(getattr(hist, name)[i], getattr(alone, name), rtol=1e-5, atol=1e-5,
+                                       err_msg=f"{name} of run {i}")
+        assert hist.diverged[i] == alone.diverged and hist.diverged_at[i] == alone.diverged_at
+
+
+def test_diverged_run_is_flagged_and_does_not_affect_the_others(data):
+    cfg = replace(CFG, num_steps=60, eval_every=20)
+    hist = train_many(MLP, data, lrs=[0.1, 1e3, 0.05], seeds=[0], cfg=cfg)
+    np.testing.assert_array_equal(hist.diverged, [False, True, False])
+    at = hist.diverged_at[1]
+    assert hist.diverged_at[0] == hist.diverged_at[2] == -1
+    assert 0 < at < cfg.num_steps
+    assert np.all(np.isfinite(hist.train_loss[1, :at]))
+    assert np.all(np.isnan(hist.train_loss[1, at:])) and np.all(np.isnan(hist.train_acc[1, at:]))
+    assert np.all(np.isnan(hist.test_loss[1, hist.eval_steps > at]))
+    for i, lr in ((0, 0.1), (2, 0.05)):
+        alone = train(make_model(0), data, replace(cfg, lr=lr))
+        np.testing.assert_allclose(hist.train_loss[i], alone.train_loss, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(hist.test_loss[i], alone.test_loss, rtol=1e-5, atol=1e-5)
+
+
+def test_train_reports_divergence_of_a_single_run(data):
+    cfg = replace(CFG, lr=1e3, num_steps=30, eval_every=10)
+    model = make_model()
+    hist = train(model, data, cfg)
+    assert hist.diverged and 0 < hist.diverged_at < 30
+    assert np.all(np.isnan(hist.train_loss[hist.diverged_at:]))
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_train_many_is_reproducible(data):
+    cfg = replace(CFG, num_steps=40, eval_every=20)
+    a = train_many(MLP, data, lrs=[0.1, 1e3], seeds=[0, 3], cfg=cfg)
+    b = train_many(MLP, data, lrs=[0.1, 1e3], seeds=[0, 3], cfg=cfg)
+    assert_same_history(a, b, rtol=0, atol=0)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# bad inputs
+
+
+@pytest.fixture
+def small_data():
+    torch.manual_seed(0)
+    return torch.randn(20, 40), torch.randint(0, 10, (20,)), torch.randn(5, 40), torch.randint(0, 10, (5,))
+
+
+@pytest.mark.parametrize("change, error, match", [
+    (dict(batch_size=0), ValueError, "batch_size"),
+    (dict(batch_size=21), ValueError, "batch_size must be between 1 and the number of examples"),
+    (dict(batch_size=2.5), TypeError, "batch_size"),
+    (dict(lr=0.0), ValueError, "lr"),
+    (dict(lr=-0.1), ValueError, "lr"),
+    (dict(lr=float("nan")), ValueError, "lr"),
+    (dict(num_steps=0), ValueError, "num_steps"),
+    (dict(eval_every=0), ValueError, "eval_every"),
+    (dict(momentum=1.0), ValueError, "momentum"),
+    (dict(weight_decay=-1e-4), ValueError, "weight_decay"),
+])
+def test_bad_config_raises_naming_the_setting(small_data, change, error, match):
+    cfg = replace(CFG, **{"num_steps": 2, "batch_size": 4, **change})
+    with pytest.raises(error, match=match):
+        train(make_model(), small_data, cfg)
+    with pytest.raises(error, match=match):
+        train_many(MLP, small_data, lrs=[cfg.lr], cfg=cfg)
+
+
+BAD_DATA = [
+    (lambda X, y: (X, y.float()), TypeError, "y must hold integer class labels"),
+    (lambda X, y: (X, y[:-1]), ValueError, "same length"),
+    (lambda X, y: (X[:0], y[:0]), ValueError, "at least one example"),
+    (lambda X, y: (X.long(), y), TypeError, "X must be a floating-point"),
+    (lambda X, y: (X.numpy(), y), TypeError, "torch tensors"),
+]
+
+
+@pytest.mark.parametrize("corrupt, error, match", BAD_DATA)
+def test_bad_training_data_raises(small_data, corrupt, error, match):
+    X, y, X_test, y_test = small_data
+    cfg = replace(CFG, num_steps=2, batch_size=4)
+    with pytest.raises(error, match=match):
+        train(make_model(), (*corrupt(X, y), X_test, y_test), cfg)
+
+
+@pytest.mark.parametrize("corrupt, error, match", BAD_DATA[1:])
+def test_bad_test_data_raises(small_data, corrupt, error, match):
+    X, y, X_test, y_test = small_data
+    cfg = replace(CFG, num_steps=2, batch_size=4)
+    with pytest.raises(error, match=match):
+        train(make_model(), (X, y, *corrupt(X_test, y_test)), cfg)
+
+
+def test_float_test_labels_raise_type_error(small_data):
+    X, y, X_test, y_test = small_data
+    with pytest.raises(TypeError, match="y"):
+        train(make_model(), (X, y, X_test, y_test.float()), replace(CFG, num_steps=2, batch_size=4))
+
+
+def test_non_module_model_raises(small_data):
+    with pytest.raises(TypeError, match="model must be a torch.nn.Module"):
+        train(lambda x: x, small_data, replace(CFG, num_steps=2, batch_size=4))
+
+
+def test_train_many_non_config_raises(small_data):
+    with pytest.raises(TypeError, match="cfg must be a TrainConfig"):
+        train_many(MLP, small_data, lrs=[0.1], cfg={"lr": 0.1, "batch_size": 4})
+
+
+def test_train_non_config_raises(small_data):
+    with pytest.raises(TypeError, match="cfg must be a TrainConfig"):
+        train(make_model(), small_data, {"lr": 0.1, "batch_size": 4, "seed": 0})
+
+
+@pytest.mark.parametrize("lrs, seeds", [([], [0]), ([0.1], [])])
+def test_train_many_needs_an_lr_and_a_seed(small_data, lrs, seeds):
+    with pytest.raises(ValueError, match="at least one value"):
+        train_many(MLP, small_data, lrs=lrs, seeds=seeds, cfg=replace(CFG, num_steps=2, batch_size=4))
