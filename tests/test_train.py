@@ -249,10 +249,10 @@ def test_bad_config_raises_naming_the_setting(small_data, change, error, match):
 
 BAD_DATA = [
     (lambda X, y: (X, y.float()), TypeError, "y must hold integer class labels"),
-    (lambda X, y: (X, y[:-1]), ValueError, "same length"),
+    (lambda X, y: (X, y[:-1]), ValueError, "same number of examples"),
     (lambda X, y: (X[:0], y[:0]), ValueError, "at least one example"),
     (lambda X, y: (X.long(), y), TypeError, "X must be a floating-point"),
-    (lambda X, y: (X.numpy(), y), TypeError, "torch tensors"),
+    (lambda X, y: (X.numpy(), y), TypeError, "X must be a torch.Tensor"),
 ]
 
 

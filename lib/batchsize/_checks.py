@@ -39,15 +39,18 @@ def as_positive_array(values, name, integer=False, any_shape=False):
     return arr.astype(np.float64)
 
 
-def check_data(X, y):
-    """Raise unless X is a non-empty float tensor and y a tensor with one entry per row of X."""
-    if not isinstance(X, torch.Tensor) or not isinstance(y, torch.Tensor):
-        raise TypeError(f"X and y must be torch tensors, got {type(X).__name__} and {type(y).__name__}")
-    if X.ndim == 0 or len(X) == 0:
-        raise ValueError(f"X must hold at least one example, got shape {tuple(X.shape)}")
-    if len(y) != len(X):
-        raise ValueError(f"X and y must have the same length, got {len(X)} and {len(y)}")
-    if not torch.is_floating_point(X):
+def check_data(X, y, floating=True):
+    """Raise unless X (a float tensor if floating) and y are tensors with the same, non-zero number of rows."""
+    if not isinstance(X, torch.Tensor):
+        raise TypeError(f"X must be a torch.Tensor of shape (N, ...), got {type(X).__name__}")
+    if not isinstance(y, torch.Tensor):
+        raise TypeError(f"y must be a torch.Tensor of shape (N, ...), got {type(y).__name__}")
+    if X.dim() == 0 or len(X) == 0:
+        raise ValueError(f"X must hold at least one example along its first dimension, got shape {tuple(X.shape)}")
+    if y.dim() == 0 or len(y) != len(X):
+        raise ValueError(f"X and y must have the same number of examples (first dimension), "
+                         f"got X {tuple(X.shape)} and y {tuple(y.shape)}")
+    if floating and not torch.is_floating_point(X):
         raise TypeError(f"X must be a floating-point tensor, got dtype {X.dtype}")
     return len(X)
 

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._checks import as_positive_array, check_positive_int
+from ._checks import as_positive_array, check_data, check_positive_int
 
 _SUPPORTED = (nn.Linear, nn.Conv1d)
 _SUPPORTED_NAMES = "nn.Linear and nn.Conv1d (parameter-free modules such as ReLU, Flatten or eval-mode Dropout " \
@@ -26,20 +26,6 @@ _SUPPORTED_NAMES = "nn.Linear and nn.Conv1d (parameter-free modules such as ReLU
 
 # ----------------------------------------------------------------------------------------------------------------
 # input checks and the hooked forward/backward pass
-
-
-def _check_data(X, y):
-    """Raise if X, y are not non-empty tensors of equal length."""
-    if not isinstance(X, torch.Tensor):
-        raise TypeError(f"X must be a torch.Tensor of shape (N, ...), got {type(X).__name__}")
-    if not isinstance(y, torch.Tensor):
-        raise TypeError(f"y must be a torch.Tensor of shape (N, ...), got {type(y).__name__}")
-    if X.dim() == 0 or len(X) == 0:
-        raise ValueError(f"X must hold at least one example along its first dimension, got shape {tuple(X.shape)}")
-    if y.dim() == 0 or len(y) != len(X):
-        raise ValueError(f"X and y must have the same number of examples (first dimension), "
-                         f"got X {tuple(X.shape)} and y {tuple(y.shape)}")
-    return len(X)
 
 
 def _per_example_losses(output, y, loss_fn):
@@ -180,7 +166,7 @@ def per_example_sq_norms(model, X, y, loss_fn=None):
     ----------
     loss_fn : callable(output, y) -> per-example losses of shape (N,); default cross entropy with reduction='none'.
     """
-    _check_data(X, y)
+    check_data(X, y, floating=False)
     modules = _hooked_modules(model)
     layers, _ = _hooked_pass(model, X, y, loss_fn, modules)
     return _sum_layer_sq_norms(layers, len(X), X)
@@ -212,7 +198,7 @@ def mean_gradient(model, X, y, loss_fn=None):
 
     Trainable parameters only, in model.parameters() order; works for any model, batch norm included.
     """
-    N = _check_data(X, y)
+    N = check_data(X, y, floating=False)
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     params = _trainable(model)
@@ -228,7 +214,7 @@ def gradient_gram(model, X, y, loss_fn=None):
     Sums (A A^T) * (Delta Delta^T) + Delta Delta^T (bias) over nn.Linear layers applied to 2-D inputs; other layers
     with trainable parameters raise TypeError.
     """
-    N = _check_data(X, y)
+    N = check_data(X, y, floating=False)
     modules = _hooked_modules(model)
     for module in modules:
         if not isinstance(module, nn.Linear):
@@ -273,7 +259,7 @@ def gradient_stats(model, X, y, loss_fn=None):
 
     Same result as per_example_sq_norms and mean_gradient, sharing their single forward and backward pass.
     """
-    N = _check_data(X, y)
+    N = check_data(X, y, floating=False)
     modules = _hooked_modules(model)
     params = _trainable(model)
     layers, grads = _hooked_pass(model, X, y, loss_fn, modules, params)
@@ -383,7 +369,7 @@ def estimate_noise_scale(model, X, y, b_small, b_big, num_draws=100, seed=0, los
     Draws num_draws mini-batches of each size with replacement from (X, y), averages |g_B|^2 per size and applies
     two_batch_estimates. B_simple is a ratio of two unbiased estimates, so it is itself only consistent.
     """
-    N = _check_data(X, y)
+    N = check_data(X, y, floating=False)
     num_draws = check_positive_int(num_draws, "num_draws")
     b_small, b_big = check_positive_int(b_small, "b_small"), check_positive_int(b_big, "b_big")
     if b_small >= b_big:
