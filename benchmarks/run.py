@@ -6,7 +6,6 @@ of several repeats (time.perf_counter), torch's default thread count, and prints
 Nothing here asserts on timing; the targets are what the book's prose relies on.
 """
 import os
-import platform
 import statistics
 import time
 
@@ -16,6 +15,7 @@ import torch.nn.functional as F
 from torch.func import functional_call, grad, vmap
 
 from batchsize import grads
+from batchsize.hardware import cpu_model
 from batchsize.models import MLP
 from batchsize.sim import simulate_sgd
 
@@ -48,18 +48,6 @@ def report(what, ratio, relation, times, target=None):
     """Print one comparison line, with the target and PASS/MISS when there is one."""
     verdict = "" if target is None else f"  target >= {target:g}x: {'PASS' if ratio >= target else 'MISS'}"
     print(f"{what}: {ratio:.1f}x {relation} [{times}]{verdict}", flush=True)
-
-
-def cpu_model():
-    """The CPU's model name, from /proc/cpuinfo where there is one."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 # ----------------------------------------------------------------------------------------------------------------
