@@ -191,7 +191,7 @@ variance reaches exactly zero at $B = N$, where the mini-batch *is* the data set
 We measure $\mathbb E\lVert \hat g_B - G\rVert^2$ directly, by drawing thousands of mini-batches at each batch
 size. Materialising every per-example gradient is not needed: the squared deviation of a mini-batch is a
 quadratic form in the Gram matrix $K_{ij} = g_i \cdot g_j$, which `grads.gradient_gram` computes for a network of
-linear layers from each layer's inputs and output gradients (the trick of {footcite:p}`goodfellow2015efficient`).
+linear layers from each layer's inputs and output gradients (the trick of {cite:p}`goodfellow2015efficient`).
 
 First the synthetic linear-regression problem of `data.LinearRegression`, whose per-example gradients are
 $x_i(x_i\cdot\theta - y_i)$, at $\theta = 0$ with $N = 2000$ examples:
@@ -207,7 +207,7 @@ print(f"tr Sigma: {trace_lin:.2f} on these 2000 examples, "
 """)
 md("""
 Then the MLP of `models.MLP` (40 → 100 → 100 → 10, 15 210 parameters) at its initialisation, on the
-4000 MNIST-1D training examples {footcite:p}`greydanus2020scaling`:
+4000 MNIST-1D training examples {cite:p}`greydanus2020scaling`:
 """)
 code("""
 X_train, y_train, X_test, y_test = data.load_mnist1d()
@@ -267,18 +267,19 @@ compares the squared norm of the true gradient with the expected squared error o
 $$\mathrm{SNR}(B) = \frac{\lVert G\rVert^2}{\operatorname{tr}\Sigma / B} = \frac{B}{B_\text{simple}},
 \qquad B_\text{simple} = \frac{\operatorname{tr}\Sigma}{\lVert G\rVert^2}.$$
 
-$B_\text{simple}$, the *simple gradient noise scale* of {footcite:p}`mccandlish2018empirical`, is the batch size at
+$B_\text{simple}$, the *simple gradient noise scale* of {cite:p}`mccandlish2018empirical`, is the batch size at
 which noise and signal are equal. Below it, a bigger batch makes each step markedly better; far above it, the
 gradient is already accurate and extra examples are mostly wasted. Chapter 2 builds on it.
 
 We train the MLP with SGD (learning rate 0.1, batch size 512, 2000 steps) and every 10 steps measure
 the full training loss and $B_\text{simple}$ exactly, from per-example gradient norms over all 4000 training
 examples (`grads.gradient_stats`, a few milliseconds). Every 250 steps we also run the practical estimator of
-{footcite:p}`mccandlish2018empirical` (appendix A), which needs only ordinary mini-batch gradients at two batch sizes,
+{cite:p}`mccandlish2018empirical` (appendix A), which needs only ordinary mini-batch gradients at two batch sizes,
 here 32 and 1024 (`grads.estimate_noise_scale`).
 """)
 code("""
-cfg = replace(train.TrainConfig(), lr=0.1, batch_size=512, num_steps=2000, eval_every=10)
+cfg = replace(train.TrainConfig(), lr=0.1, batch_size=512, num_steps=2000, eval_every=10,
+              progress=False)  # a progress bar is a live widget: none in the static book
 checkpoints = []  # (step, full training loss, exact GradStats)
 estimates = []  # (step, two-batch GradStats)
 
@@ -298,7 +299,7 @@ print(f"test accuracy after {cfg.num_steps} steps: {history.test_acc[-1]:.1%}")
 """)
 md(r"""
 Per checkpoint, $B_\text{simple}$ jumps around: $\lVert G\rVert^2$ at the current parameters is small and
-sensitive to where SGD's last steps left them. Like {footcite:p}`mccandlish2018empirical`, who average the numerator
+sensitive to where SGD's last steps left them. Like {cite:p}`mccandlish2018empirical`, who average the numerator
 and the denominator separately over time, we also show the ratio of $\operatorname{tr}\Sigma$ and
 $\lVert G\rVert^2$ each averaged over windows of 250 steps.
 """)
@@ -351,7 +352,7 @@ several times larger: {glue:text}`b_window_mean:.0f` on average over the windows
 {glue:text}`b_window_peak:.0f` in the window ending at step {glue:text}`b_window_peak_end`. As the network starts
 to fit the data, the mean gradient shrinks faster than the spread of the per-example gradients around it. It does
 not keep growing, though: in the last window it is {glue:text}`b_window_last:.0f`, while the training loss is
-still falling (test accuracy {glue:text}`test_acc_end:.1f` % at the end). {footcite:t}`mccandlish2018empirical`
+still falling (test accuracy {glue:text}`test_acc_end:.1f` % at the end). {cite:t}`mccandlish2018empirical`
 report a noise scale that grows over long training runs; on this small, overfitting MLP the growth is confined to
 the early phase, a reminder that $B_\text{simple}$ is a property of the point where it is measured, not a
 constant of the task. The signal-to-noise ratio of the 512-example batch ends at {glue:text}`snr_end:.2f`: each
@@ -618,8 +619,8 @@ for every network: a reason to measure it rather than adopt a rule of thumb.
 
 ## References
 
-```{footbibliography}
-```
+The works cited in this chapter, with every other source of the book, are listed in the
+{doc}`bibliography <../bibliography>`.
 """)
 
 nb = nbf.v4.new_notebook(cells=cells)

@@ -117,9 +117,10 @@ def site_is_fresh():
     pages = [HTML / f"{name}.html" for name in DOCNAMES]
     if not all(p.exists() for p in pages) or (HTML / "reports").exists():
         return False
-    if not (HTML / "_static" / "mathjax" / "tex-chtml.js").exists():  # copied only on success
+    status = HTML / ".build-status.json"  # written by _ext/build_reports.py
+    if not status.exists() or json.loads(status.read_text()).get("warnings") != 0:
         return False
-    return min(p.stat().st_mtime for p in pages) > newest_source_mtime()
+    return min(p.stat().st_mtime for p in pages + [status]) > newest_source_mtime()
 
 
 def build_site(cwd, log):
@@ -242,6 +243,9 @@ def test_toc_lists_every_chapter_notebook():
 # ---------------------------------------------------------------------------------------------
 # Every page, in the browser
 
+DEAD_WIDGETS = ('input[type="range"]', ".widget-slider", ".jupyter-widgets",
+                'script[type="application/vnd.jupyter.widget-view+json"]')
+
 MATHJAX_READY = """async () => {
     if (!window.MathJax || !MathJax.startup || !MathJax.startup.promise) return false;
     await MathJax.startup.promise;
@@ -293,14 +297,15 @@ def test_page_renders_offline(docname, visits):
     broken = [img["src"] for img in page.evaluate(IMAGES_SETTLED) if img["width"] == 0]
     assert not broken, f"images that did not load: {broken}"
 
-    # No dead widget controls: the static site has no kernel behind a slider.
-    dead = page.locator('input[type="range"], .widget-slider, .jupyter-widgets, '
-                        'script[type="application/vnd.jupyter.widget-view+json"]').count()
-    assert dead == 0, "widget controls in a static page (tag the widget cell remove-output)"
+    # No dead widgets: the static site has no kernel behind a slider (or a tqdm.auto progress bar).
+    dead = {selector: page.locator(selector).count() for selector in DEAD_WIDGETS}
+    dead = {selector: count for selector, count in dead.items() if count}
+    assert not dead, f"widgets without a kernel (tag the cell remove-output): {dead}"
 
     page.wait_for_load_state("networkidle")
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / f"{docname.replace('/', '_')}.png"), full_page=True)
+    page.screenshot(path=str(SCREENSHOTS / f"{docname.replace('/', '_')}.png"), full_page=True,
+                    animations="disabled")
 
     # Nothing failed, nothing logged an error, nothing left 127.0.0.1.
     assert not visit.foreign_requests, f"requests to other hosts: {visit.foreign_requests}"
@@ -353,3 +358,33 @@ def test_failing_notebook_fails_build_and_keeps_report(tmp_path):
     report = tmp_path / "_build" / "html" / "reports" / "broken.err.log"
     assert report.exists(), (tmp_path / "build.log").read_text()[-3000:]
     assert "a cell that fails" in report.read_text()
+
+
+# ---------------------------------------------------------------------------------------------
+# Publishing: the workflows run the README's commands, word for word
+
+
+def readme_commands():
+    """The shell commands of README.md's fenced bash blocks, in order."""
+    blocks = re.findall(r"```bash\n(.*?)\n\s*```", (ROOT / "README.md").read_text(), flags=re.S)
+    return [block.strip() for block in blocks]
+
+
+def workflow_runs(name):
+    workflow = yaml.safe_load((ROOT / ".github" / "workflows" / name).read_text())
+    return [step["run"].strip() for job in workflow["jobs"].values()
+            for step in job["steps"] if "run" in step]
+
+
+def test_readme_gives_the_build_and_test_commands():
+    commands = readme_commands()
+    assert commands[0].endswith(" ".join(BUILD_COMMAND)), commands[0]
+    assert commands[1] == "python -m pytest"
+
+
+def test_book_workflow_builds_with_the_readme_command():
+    assert workflow_runs("book.yml") == [readme_commands()[0]]
+
+
+def test_tests_workflow_installs_and_tests_with_the_readme_commands():
+    assert workflow_runs("tests.yml") == readme_commands()[:2]
