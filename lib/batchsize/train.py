@@ -161,7 +161,6 @@ def train(model, data, cfg=TrainConfig(), callback=None):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if not isinstance(cfg, TrainConfig):
         raise TypeError(f"cfg must be a TrainConfig, got {type(cfg).__name__}")
-    torch.manual_seed(cfg.seed)
     params = {k: v.detach().clone()[None] for k, v in model.named_parameters()}
 
     def load(step, stacked):
