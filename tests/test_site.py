@@ -297,6 +297,16 @@ def test_page_renders_offline(docname, visits):
     broken = [img["src"] for img in page.evaluate(IMAGES_SETTLED) if img["width"] == 0]
     assert not broken, f"images that did not load: {broken}"
 
+    # Figures: every image in the article (not the theme's logos) has alt text, and every figure a
+    # numbered caption, so a screen reader and a cross-reference both have something to say.
+    figures = page.evaluate("""() => [...document.querySelectorAll("main article img")].map(img => ({
+        src: img.getAttribute("src"), alt: (img.getAttribute("alt") || "").trim(),
+        caption: (img.closest("figure")?.querySelector("figcaption")?.textContent || "").trim()}))""")
+    no_alt = [f["src"] for f in figures if not f["alt"]]
+    assert not no_alt, f"images without alt text: {no_alt}"
+    no_caption = [f["src"] for f in figures if not f["caption"].startswith("Fig.")]
+    assert not no_caption, f"images without a numbered caption: {no_caption}"
+
     # No dead widgets: the static site has no kernel behind a slider (or a tqdm.auto progress bar).
     dead = {selector: page.locator(selector).count() for selector in DEAD_WIDGETS}
     dead = {selector: count for selector, count in dead.items() if count}
