@@ -8,16 +8,6 @@ from torch import nn
 from batchsize import grads
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # These models are tiny: extra threads only add synchronisation, and under `pytest -n 2` on 2 cores they
-    # oversubscribe the CPU (measured on a busy machine: 61 s for this file with 2 threads, 8 s with 1).
-    num_threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(num_threads)
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # references: one backward pass per example, in float64
 

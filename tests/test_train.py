@@ -13,15 +13,6 @@ from batchsize.train import History, TrainConfig, _batch_order, train, train_man
 CFG = TrainConfig(lr=0.1, batch_size=64, num_steps=300, eval_every=100, progress=False)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models train fastest on one thread; two threads per worker on a shared 2-core machine thrash."""
-    num_threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(num_threads)
-
-
 @pytest.fixture(scope="module")
 def data():
     return load_mnist1d()
