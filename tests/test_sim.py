@@ -2,7 +2,8 @@
 import numpy as np
 import pytest
 
-from batchsize.sim import SimResult, simulate_sgd, stationary_variance, theory_moments
+from batchsize.sim import (NQM, SimResult, critical_batch_size, nqm_expected_loss, nqm_steps_to_target, simulate_nqm,
+                           simulate_sgd, stationary_variance, theory_moments)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -225,3 +226,125 @@ def test_stationary_variance_halves_when_batch_size_doubles():
 def test_stationary_variance_bad_arguments_raise_naming_the_argument(kwargs, error, match):
     with pytest.raises(error, match=match):
         stationary_variance(**kwargs)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the noisy quadratic model: closed form against the iterated moment recursion and the sampled optimiser
+
+
+def nqm_recursion(nqm, lr, batch_size, num_steps, momentum, power):
+    """E L_t by iterating the mean vector and 2x2 covariance of (theta, v) per direction, one step at a time."""
+    losses = []
+    for h, c, th0 in zip(nqm.curvatures, nqm.noise, nqm.theta0):
+        a = lr * h ** -power
+        A = np.array([[1 - a * h, -a * momentum], [h, momentum]])  # (theta, v) -> next (theta, v)
+        b = np.array([-a, 1.0])  # how the gradient noise enters
+        mean, cov, out = np.array([th0, 0.0]), np.zeros((2, 2)), []
+        for _ in range(num_steps + 1):
+            out.append(0.5 * h * (mean[0] ** 2 + cov[0, 0]))
+            mean, cov = A @ mean, A @ cov @ A.T + np.outer(b, b) * c / batch_size
+        losses.append(out)
+    return np.sum(losses, axis=0)
+
+
+SMALL = dict(curvatures=[2.0, 0.7, 0.05], noise=[1.0, 0.3, 0.2], theta0=[1.0, -2.0, 3.0])
+
+
+@pytest.mark.parametrize("momentum", [0.0, 0.5, 0.9])
+@pytest.mark.parametrize("power", [0.0, 0.5, 1.0])
+def test_nqm_closed_form_equals_iterated_moment_recursion(momentum, power):
+    nqm = NQM(**SMALL)
+    lrs, batch_sizes, steps = [0.01, 0.1, 0.4], [1, 16], 60
+    loss = nqm_expected_loss(nqm, lrs, batch_sizes, np.arange(steps + 1), momentum, power)
+    assert loss.shape == (2, 3, steps + 1)
+    for i, batch_size in enumerate(batch_sizes):
+        for j, lr in enumerate(lrs):
+            ref = nqm_recursion(nqm, lr, batch_size, steps, momentum, power)
+            np.testing.assert_allclose(loss[i, j], ref, rtol=1e-8)
+
+
+def test_nqm_closed_form_near_critical_damping_matches_recursion():
+    # momentum 0.25 and lr h = 0.25: tau**2 = 4 m, the two roots coincide
+    nqm = NQM(curvatures=[1.0, 0.3], noise=[1.0, 1.0], theta0=[1.0, 1.0])
+    loss = nqm_expected_loss(nqm, 0.25, 4, np.arange(301), momentum=0.25)
+    np.testing.assert_allclose(loss[0, 0], nqm_recursion(nqm, 0.25, 4, 300, 0.25, 0.0), rtol=1e-5)
+
+
+@pytest.mark.parametrize("momentum, power", [(0.0, 0.0), (0.9, 0.0), (0.0, 0.5)])
+def test_nqm_sampled_mean_loss_matches_closed_form_within_five_standard_errors(momentum, power):
+    nqm = NQM.make(dim=20)
+    samples = simulate_nqm(nqm, 0.05, 2, 80, momentum, power, num_seeds=4000, seed=1)  # (num_seeds, 81)
+    exact = nqm_expected_loss(nqm, 0.05, 2, np.arange(81), momentum, power)[0, 0]
+    sem = samples.std(0, ddof=1) / np.sqrt(len(samples))
+    np.testing.assert_allclose(samples[:, 0], exact[0])
+    assert np.all(np.abs(samples.mean(0) - exact)[1:] <= 5 * sem[1:])
+
+
+def test_nqm_unstable_lr_gives_inf_and_stable_limit_follows_momentum():
+    nqm = NQM(curvatures=[1.0], noise=[1.0], theta0=[1.0])
+    # heavy ball is stable for 0 < lr h < 2 (1 + momentum)
+    loss = nqm_expected_loss(nqm, [1.9, 2.1, 3.7, 3.9], 1, [10], momentum=0.9)[0, :, 0]
+    assert np.all(np.isfinite(loss[[0, 1, 2]])) and loss[3] == np.inf
+    assert nqm_expected_loss(nqm, [1.9, 2.1], 1, [10], momentum=0.0)[0, 1, 0] == np.inf
+
+
+def test_nqm_steps_to_target_is_first_step_below_target_of_the_recursion():
+    nqm = NQM(**SMALL)
+    target = 0.2 * nqm.initial_loss
+    for momentum, power in [(0.0, 0.0), (0.9, 0.0), (0.0, 0.5)]:
+        steps = nqm_steps_to_target(nqm, [0.02, 0.3], [1, 64], target, momentum, power, max_steps=3000)
+        for i, batch_size in enumerate([1, 64]):
+            for j, lr in enumerate([0.02, 0.3]):
+                ref = nqm_recursion(nqm, lr, batch_size, 3000, momentum, power)
+                below = np.nonzero(ref <= target)[0]
+                assert steps[i, j] == (below[0] if len(below) else np.inf), (momentum, power, batch_size, lr)
+
+
+def test_nqm_steps_to_target_unreachable_floor_is_inf():
+    nqm = NQM.make(dim=10)
+    # at B = 1 and lr 1 the noise floor of the loss sits above a tiny target
+    assert nqm_steps_to_target(nqm, 1.0, 1, 1e-6, max_steps=10 ** 4)[0, 0] == np.inf
+
+
+def test_critical_batch_size_recovers_mccandlish_b_crit():
+    # with the grid reaching the plateau (S within 0.3 % of S_min) the crossing is B_crit to within 1 %
+    dense = np.geomspace(1, 1e5, 400)
+    assert critical_batch_size(dense, 50 * (1 + 300 / dense)) == pytest.approx(300, rel=1e-2)
+    # a curve that reaches its plateau exactly: S = max(S_min, E / B) crosses 2 S_min at B = E / (2 S_min)
+    batch_sizes = 2.0 ** np.arange(12)
+    assert critical_batch_size(batch_sizes, np.maximum(40.0, 6400 / batch_sizes)) == pytest.approx(80)
+
+
+def test_nqm_make_is_zhang_spectrum():
+    nqm = NQM.make(dim=5, noise_scale=2.0, theta0=1.5)
+    np.testing.assert_allclose(nqm.curvatures, 1 / np.arange(1, 6))
+    np.testing.assert_allclose(nqm.noise, 2 / np.arange(1, 6))
+    assert nqm.initial_loss == pytest.approx(0.5 * 1.5 ** 2 * np.sum(1 / np.arange(1, 6)))
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(momentum=1.0), "momentum"),
+    (dict(momentum=-0.1), "momentum"),
+    (dict(precondition_power=1.5), "precondition_power"),
+    (dict(lrs=0.0), "lrs"),
+    (dict(batch_sizes=-1), "batch_sizes"),
+    (dict(steps=[-1]), "steps"),
+    (dict(steps=[0.5]), "steps"),
+])
+def test_nqm_bad_arguments_raise_naming_the_argument(kwargs, match):
+    args = dict(lrs=0.1, batch_sizes=1, steps=[0, 1]) | kwargs
+    with pytest.raises(ValueError, match=match):
+        nqm_expected_loss(NQM(**SMALL), **args)
+
+
+def test_nqm_bad_spectra_raise():
+    with pytest.raises(ValueError, match="curvatures"):
+        NQM(curvatures=[1.0, -1.0], noise=[1.0, 1.0], theta0=[1.0, 1.0])
+    with pytest.raises(ValueError, match="noise"):
+        NQM(curvatures=[1.0, 1.0], noise=[1.0], theta0=[1.0, 1.0])
+    with pytest.raises(ValueError, match="theta0"):
+        NQM(curvatures=[1.0], noise=[1.0], theta0=[np.nan])
+    with pytest.raises(ValueError, match="factor"):
+        critical_batch_size([1, 2], [2.0, 1.0], factor=1.0)
+    with pytest.raises(ValueError, match="one lr"):
+        simulate_nqm(NQM(**SMALL), [0.1, 0.2], 1, 5)
