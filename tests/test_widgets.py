@@ -111,3 +111,62 @@ def test_explorer_defaults_draw_through_plain_function():
     widget = sgd_explorer()
     fig = plot_sgd_paths(**widget.kwargs)
     assert isinstance(fig, Figure) and len(fig.axes) == 2
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the noisy quadratic model
+
+
+from batchsize.sim import NQM  # noqa: E402
+from batchsize.widgets import NQM_BATCH_SIZES, nqm_explorer, plot_nqm  # noqa: E402
+
+
+def nqm_loss_by_loop(lr, batch_size, num_steps, momentum):
+    """E L_t of the widget's NQM (h_i = 1/i, c_i = h_i, theta0 = 1) by iterating the moments per direction."""
+    nqm, total = NQM.make(dim=100), np.zeros(num_steps + 1)
+    for h, c in zip(nqm.curvatures, nqm.noise):
+        mean, cov = np.array([1.0, 0.0]), np.zeros((2, 2))
+        A, b = np.array([[1 - lr * h, -lr * momentum], [h, momentum]]), np.array([-lr, 1.0])
+        for t in range(num_steps + 1):
+            total[t] += 0.5 * h * (mean[0] ** 2 + cov[0, 0])
+            mean, cov = A @ mean, A @ cov @ A.T + np.outer(b, b) * c / batch_size
+    return total
+
+
+@pytest.mark.parametrize("momentum", [0.0, 0.5])
+def test_plot_nqm_exact_line_is_expected_loss_and_median_is_near_it(momentum):
+    fig = plot_nqm(lr=0.3, batch_size=8, momentum=momentum, num_steps=120, num_seeds=200)
+    assert len(fig.axes) == 2 and lines_have_no_nan(fig)
+    lines = {line.get_label(): line for line in fig.axes[0].get_lines()}
+    np.testing.assert_allclose(lines["exact expected loss"].get_ydata(), nqm_loss_by_loop(0.3, 8, 120, momentum),
+                               rtol=1e-8)
+    ratio = lines["median of 200 sampled runs"].get_ydata() / lines["exact expected loss"].get_ydata()
+    assert np.all((ratio > 0.8) & (ratio < 1.2))  # a sum of 100 squared Gaussians: median near the mean
+
+
+def test_plot_nqm_steps_panel_marks_chosen_batch_size_and_falls_with_batch():
+    fig = plot_nqm(lr=0.3, batch_size=64, num_steps=50, num_seeds=10)
+    curve, marker = fig.axes[1].get_lines()
+    assert marker.get_xdata()[0] == 64
+    assert np.all(np.diff(curve.get_ydata()) <= 0)  # more examples per step never need more steps here
+    loss = nqm_loss_by_loop(0.3, 64, 1000, 0.0)
+    target = 0.01 * loss[0]
+    assert marker.get_ydata()[0] == np.nonzero(loss <= target)[0][0]
+
+
+@pytest.mark.parametrize("lr, momentum", [(2.5, 0.0), (3.0, 0.5)])
+def test_plot_nqm_unstable_lr_shows_diverged_without_nan_lines(lr, momentum):
+    fig = plot_nqm(lr=lr, momentum=momentum)
+    assert all(t.startswith("diverged") for t in texts(fig)) and len(texts(fig)) == 2
+    assert lines_have_no_nan(fig)
+
+
+def test_nqm_explorer_wires_four_sliders_that_reach_divergence():
+    widget = nqm_explorer()
+    assert isinstance(widget, ipywidgets.interactive)
+    assert set(widget.kwargs) == {"batch_size", "lr", "momentum", "precondition_power"}
+    (lr_slider,) = [c for c in widget.children if isinstance(c, ipywidgets.FloatLogSlider)]
+    assert lr_slider.base ** lr_slider.max > 2.0  # past the largest curvature's limit 2 / h_1 = 2
+    (b_slider,) = [c for c in widget.children if isinstance(c, ipywidgets.SelectionSlider)]
+    assert list(b_slider.options) == NQM_BATCH_SIZES
+    widget.f(**widget.kwargs)

@@ -7,7 +7,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from .plots import PALETTE
-from .sim import simulate_sgd, theory_moments
+from .sim import NQM, nqm_expected_loss, nqm_steps_to_target, simulate_nqm, simulate_sgd, theory_moments
 
 
 def plot_sgd_paths(batch_size=8, lr=0.1, num_steps=30, num_seeds=200, noise_std=4.0, seed=0):
@@ -57,3 +57,67 @@ def sgd_explorer():
         batch_size=widgets.SelectionSlider(options=[1, 2, 4, 8, 16, 32, 64, 128, 256], value=8,
                                            description="batch size"),
         lr=widgets.FloatLogSlider(value=0.1, base=10, min=-2, max=0.1, step=0.05, description="learning rate"))
+
+
+NQM_BATCH_SIZES = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096]
+
+
+def plot_nqm(lr=0.3, batch_size=16, momentum=0.0, precondition_power=0.0, num_steps=1000, target_fraction=0.01,
+             num_seeds=50, seed=0):
+    """The noisy quadratic model (100 directions, h_i = 1/i) at one lr and batch size: loss and steps to target.
+
+    Introduced in chapter 3 (learning-rate scaling). Left: exact expected loss per step with the median and
+    interquartile band of `num_seeds` sampled runs. Right: exact steps to reach `target_fraction` of the
+    initial loss against the batch size, at this lr, with the chosen batch size marked.
+    """
+    nqm = NQM.make(dim=100)
+    target = target_fraction * nqm.initial_loss
+    steps = np.arange(num_steps + 1)
+    exact = nqm_expected_loss(nqm, lr, batch_size, steps, momentum, precondition_power)[0, 0]
+    fig, (ax_loss, ax_steps) = plt.subplots(1, 2, figsize=(9, 3.4))
+    title = f"batch size {batch_size}, learning rate {lr:.3g}, momentum {momentum:g}, preconditioner power " \
+            f"{precondition_power:g}"
+    fig.suptitle(title, fontsize=9)
+    if not np.isfinite(exact).all():
+        for ax in (ax_loss, ax_steps):
+            ax.text(0.5, 0.5, "diverged: the learning rate is beyond the stability limit",
+                    ha="center", va="center", transform=ax.transAxes)
+        return fig
+    runs = simulate_nqm(nqm, lr, batch_size, num_steps, momentum, precondition_power, num_seeds, seed)
+    lo, mid, hi = np.percentile(runs, [25, 50, 75], axis=0)
+    ax_loss.fill_between(steps, lo, hi, color=PALETTE[0], alpha=0.25, lw=0, label="interquartile range")
+    ax_loss.plot(steps, mid, color=PALETTE[0], label=f"median of {num_seeds} sampled runs")
+    ax_loss.plot(steps, exact, "--", color=PALETTE[-1], label="exact expected loss")
+    ax_loss.axhline(target, color=PALETTE[3], lw=1, label="target")
+    ax_loss.set(yscale="log", xlabel="step", ylabel="loss", title="loss per step")
+    ax_loss.legend(fontsize=8)
+    needed = nqm_steps_to_target(nqm, lr, NQM_BATCH_SIZES, target, momentum, precondition_power)[:, 0]
+    reached = np.isfinite(needed)
+    ax_steps.plot(np.array(NQM_BATCH_SIZES)[reached], needed[reached], "o-", color=PALETTE[2], ms=4)
+    mine = nqm_steps_to_target(nqm, lr, batch_size, target, momentum, precondition_power)[0, 0]
+    if np.isfinite(mine):
+        ax_steps.plot([batch_size], [mine], "o", ms=10, mfc="none", color=PALETTE[3], label=f"B = {batch_size}")
+        ax_steps.legend(fontsize=8)
+    else:
+        ax_steps.text(0.5, 0.9, f"B = {batch_size}: target never reached (noise floor above it)",
+                      ha="center", transform=ax_steps.transAxes, fontsize=8)
+    ax_steps.set(xscale="log", yscale="log", xlabel="batch size B", ylabel="steps to target",
+                 title=f"steps to {target_fraction:g} x initial loss at this lr")
+    fig.tight_layout()
+    return fig
+
+
+def nqm_explorer():
+    """Sliders for lr, batch size and momentum driving `plot_nqm` (needs a live Jupyter kernel)."""
+    import ipywidgets as widgets
+
+    def draw(batch_size, lr, momentum, precondition_power):
+        plot_nqm(lr=lr, batch_size=batch_size, momentum=momentum, precondition_power=precondition_power)
+        plt.show()
+
+    return widgets.interactive(
+        draw,
+        batch_size=widgets.SelectionSlider(options=NQM_BATCH_SIZES, value=16, description="batch size"),
+        lr=widgets.FloatLogSlider(value=0.3, base=10, min=-3, max=0.5, step=0.05, description="learning rate"),
+        momentum=widgets.FloatSlider(value=0.0, min=0.0, max=0.95, step=0.05, description="momentum"),
+        precondition_power=widgets.FloatSlider(value=0.0, min=0.0, max=1.0, step=0.25, description="precond. p"))
