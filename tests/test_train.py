@@ -288,3 +288,78 @@ def test_train_non_config_raises(small_data):
 def test_train_many_needs_an_lr_and_a_seed(small_data, lrs, seeds):
     with pytest.raises(ValueError, match="at least one value"):
         train_many(MLP, small_data, lrs=lrs, seeds=seeds, cfg=replace(CFG, num_steps=2, batch_size=4))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# stopping at a target (chapter 2): each run stops at its first evaluation at the target, as if trained alone
+
+
+def test_lazy_data_order_equals_batch_order():
+    from batchsize.train import _Orders
+    orders = _Orders(100, 7, seeds=[3, 5])
+    ref = [_batch_order(100, 7, 40, s) for s in (3, 5)]
+    for step in range(40):
+        got = orders.batch(step, torch.tensor([0, 1]))
+        torch.testing.assert_close(got, torch.stack([ref[0][step], ref[1][step]]))
+
+
+def test_geometric_eval_steps_grow_by_the_factor_and_end_at_num_steps():
+    cfg = replace(CFG, num_steps=500, eval_every=2, eval_growth=1.5)
+    hist = train(make_model(), load_mnist1d(), replace(cfg, num_steps=500))
+    steps = hist.eval_steps
+    assert steps[0] == 0 and steps[1] == 2 and steps[-1] == 500
+    gaps = np.diff(steps[1:-1])
+    assert np.all(gaps >= 2)
+    ratio = steps[2:-1] / steps[1:-2]
+    assert np.all(ratio >= 1.5 - 1e-9) and np.all(ratio <= 1.5 + 2 / steps[1:-2] + 1e-9)
+
+
+@pytest.mark.parametrize("metric, target", [("test_acc", 0.3), ("test_loss", 1.7)])
+def test_target_stops_each_run_at_its_first_evaluation_there(data, metric, target):
+    lrs, seeds = [0.02, 0.1, 0.3], [0, 1]
+    cfg = replace(CFG, num_steps=400, eval_every=10)
+    free = train_many(MLP, data, lrs=lrs, seeds=seeds, cfg=cfg)
+    stopped = train_many(MLP, data, lrs=lrs, seeds=seeds, cfg=replace(cfg, target=target, target_metric=metric))
+    values = getattr(free, metric)
+    there = values >= target if metric == "test_acc" else values <= target
+    expected = np.where(there.any(1), free.eval_steps[there.argmax(1)], -1)
+    assert (expected > 0).sum() >= 2 and (expected == -1).sum() >= 1, expected  # the test must discriminate
+    np.testing.assert_array_equal(stopped.reached_at, expected)
+    for i, at in enumerate(expected):
+        end = cfg.num_steps if at < 0 else at
+        np.testing.assert_allclose(stopped.train_loss[i, :end], free.train_loss[i, :end], rtol=1e-5, atol=1e-6)
+        assert np.all(np.isnan(stopped.train_loss[i, end:]))
+        alone = make_model(seeds[i % 2])
+        train(alone, data, replace(cfg, lr=lrs[i // 2], seed=seeds[i % 2], num_steps=end))
+        for name, p in alone.named_parameters():
+            torch.testing.assert_close(stopped.params[name][i], p, rtol=1e-4, atol=1e-5)
+
+
+def test_loop_ends_once_every_run_has_answered(data):
+    cfg = replace(CFG, num_steps=5000, eval_every=10, target=0.25)
+    hist = train_many(MLP, data, lrs=[0.1, 1e3], seeds=[0], cfg=cfg)
+    assert hist.diverged.tolist() == [False, True] and hist.reached_at[1] == -1
+    assert 0 < hist.reached_at[0] < 1000
+    assert np.all(np.isnan(hist.train_loss[:, hist.reached_at[0]:]))
+
+
+def test_train_many_returns_final_parameters_of_each_run(data):
+    cfg = replace(CFG, num_steps=50, eval_every=25)
+    hist = train_many(MLP, data, lrs=[0.05, 0.2], seeds=[0, 2], cfg=cfg)
+    for i in range(4):
+        alone = make_model([0, 2][i % 2])
+        train(alone, data, replace(cfg, lr=[0.05, 0.2][i // 2], seed=[0, 2][i % 2]))
+        for name, p in alone.named_parameters():
+            torch.testing.assert_close(hist.params[name][i], p, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("change, match", [
+    (dict(target=float("nan")), "target"),
+    (dict(target="0.5"), "target"),
+    (dict(target_metric="train_loss"), "target_metric"),
+    (dict(eval_growth=0.5), "eval_growth"),
+])
+def test_bad_stopping_settings_raise(small_data, change, match):
+    cfg = replace(CFG, num_steps=2, batch_size=4, **change)
+    with pytest.raises(ValueError, match=match):
+        train_many(MLP, small_data, lrs=[0.1], cfg=cfg)

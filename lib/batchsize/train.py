@@ -30,6 +30,9 @@ class TrainConfig:
     eval_every: int = 100  # steps between evaluations on the test set
     divergence_factor: float = 100.0  # loss this many times the first loss counts as diverged
     progress: bool = True  # show a tqdm.auto progress bar
+    target: float | None = None  # stop a run at the first evaluation where target_metric reaches this
+    target_metric: str = "test_acc"  # "test_acc" (reached when >= target) or "test_loss" (when <= target)
+    eval_growth: float = 1.0  # > 1: evaluation gaps grow geometrically, at least eval_every steps apart
 
 
 @dataclass
@@ -47,6 +50,8 @@ class History:
     test_acc: np.ndarray
     diverged: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))  # bool, () or (num_runs,)
     diverged_at: np.ndarray = field(default_factory=lambda: np.zeros(0, int))  # step, -1 if it did not
+    reached_at: np.ndarray = field(default_factory=lambda: np.zeros(0, int))  # steps to the target, -1 if not
+    params: dict | None = None  # train_many: final parameters {name: (num_runs, ...)}; None for train
 
 
 def _batch_order(num_examples, batch_size, num_steps, seed):
@@ -56,6 +61,37 @@ def _batch_order(num_examples, batch_size, num_steps, seed):
     num_epochs = -(-num_steps // steps_per_epoch)
     perms = [torch.randperm(num_examples, generator=gen)[: steps_per_epoch * batch_size] for _ in range(num_epochs)]
     return torch.cat(perms).view(-1, batch_size)[:num_steps]
+
+
+def _eval_steps(num_steps, eval_every, growth):
+    """Steps after which to evaluate: every eval_every steps, or geometrically spaced when growth > 1."""
+    if growth == 1:
+        steps = np.arange(0, num_steps + 1, eval_every)
+    else:
+        steps = [0, eval_every]
+        while steps[-1] < num_steps:
+            steps.append(max(steps[-1] + eval_every, int(np.ceil(steps[-1] * growth))))
+        steps = np.array(steps)
+        steps = steps[steps <= num_steps]
+    return steps if steps[-1] == num_steps else np.append(steps, num_steps)
+
+
+class _Orders:
+    """Each run's data order, drawn one epoch at a time: the same batches as `_batch_order`, in O(N) memory."""
+
+    def __init__(self, num_examples, batch_size, seeds):
+        self.batch_size, self.num_examples = batch_size, num_examples
+        self.per_epoch = num_examples // batch_size
+        self.gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
+        self.epoch, self.perms = -1, None
+
+    def batch(self, step, live):
+        """Indices (len(live), batch_size) of the runs `live` (sorted run numbers) at this step."""
+        epoch, k = divmod(step, self.per_epoch)
+        if epoch != self.epoch:  # every run, live or not, draws its permutation so the streams stay aligned
+            self.perms = torch.stack([torch.randperm(self.num_examples, generator=g) for g in self.gens])
+            self.epoch = epoch
+        return self.perms[live, k * self.batch_size:(k + 1) * self.batch_size]
 
 
 def _check_config(cfg, X, y, X_test, y_test, lrs):
@@ -72,80 +108,118 @@ def _check_config(cfg, X, y, X_test, y_test, lrs):
         raise ValueError(f"momentum must be in [0, 1), got {cfg.momentum}")
     if cfg.weight_decay < 0:
         raise ValueError(f"weight_decay must be >= 0, got {cfg.weight_decay}")
+    if cfg.target is not None and (isinstance(cfg.target, bool) or not isinstance(cfg.target, (int, float))
+                                   or not np.isfinite(cfg.target)):
+        raise ValueError(f"target must be None or a finite number, got {cfg.target!r}")
+    if cfg.target_metric not in ("test_acc", "test_loss"):
+        raise ValueError(f"target_metric must be 'test_acc' or 'test_loss', got {cfg.target_metric!r}")
+    if isinstance(cfg.eval_growth, bool) or not isinstance(cfg.eval_growth, (int, float)) \
+            or not 1 <= cfg.eval_growth < np.inf:
+        raise ValueError(f"eval_growth must be a finite number >= 1, got {cfg.eval_growth!r}")
     for name, labels in (("y", y), ("y_test", y_test)):
         if labels.dtype != torch.long:
             raise TypeError(f"{name} must hold integer class labels (torch.long), got dtype {labels.dtype}")
 
 
 def _fit(model, params, data, cfg, lrs, seeds, callback=None):
-    """Train stacked parameters {name: (num_runs, ...)} in place; the core of train and train_many."""
+    """Train stacked parameters {name: (num_runs, ...)} in place; the core of train and train_many.
+
+    Only live runs (neither diverged nor at their target) are computed: when a run stops, its parameters are
+    written back to `params` and the batched model shrinks to the runs still going.
+    """
     X, y, X_test, y_test = data
     _check_config(cfg, X, y, X_test, y_test, lrs)
     num_runs = len(lrs)
-    buffers = {k: v.expand(num_runs, *v.shape) for k, v in model.named_buffers()}
+    model_buffers = dict(model.named_buffers())
 
     def run_logits(p, b, x):
         return functional_call(model, (p, b), (x,))
 
     batched = torch.func.vmap(run_logits)  # each run gets its own inputs
     shared = torch.func.vmap(run_logits, in_dims=(0, 0, None))  # every run sees the same inputs
-    order = torch.stack([_batch_order(len(X), cfg.batch_size, cfg.num_steps, s) for s in seeds], 1)
-    lr = torch.tensor(lrs, dtype=X.dtype)  # (num_runs,)
-    velocity = {k: torch.zeros_like(v) for k, v in params.items()}
+    orders = _Orders(len(X), cfg.batch_size, seeds)
+    live = torch.arange(num_runs)  # run numbers still training
+    lp = {k: v.detach().clone() for k, v in params.items()}  # live parameters (len(live), ...)
     initial = {k: v.detach().clone() for k, v in params.items()}
-    active = torch.ones(num_runs, dtype=torch.bool)
+    velocity = {k: torch.zeros_like(v) for k, v in lp.items()}
+    lr = torch.tensor(lrs, dtype=X.dtype)  # (len(live),)
+    first_loss = None  # (len(live),)
     diverged_at = np.full(num_runs, -1)
+    reached_at = np.full(num_runs, -1)
     train_loss = np.full((num_runs, cfg.num_steps), np.nan)
     train_acc = np.full((num_runs, cfg.num_steps), np.nan)
-    eval_steps = np.arange(0, cfg.num_steps + 1, cfg.eval_every)
-    if eval_steps[-1] != cfg.num_steps:
-        eval_steps = np.append(eval_steps, cfg.num_steps)
+    eval_steps = _eval_steps(cfg.num_steps, cfg.eval_every, cfg.eval_growth)
     test_loss = np.full((num_runs, len(eval_steps)), np.nan)
     test_acc = np.full((num_runs, len(eval_steps)), np.nan)
-    first_loss = None
 
-    def evaluate(i):
+    def buffers():
+        return {k: v.expand(len(live), *v.shape) for k, v in model_buffers.items()}
+
+    def drop(stop, parked):
+        """Remove the live runs flagged in `stop` (bool, (len(live),)), writing back their parameters."""
+        nonlocal live, lr, first_loss
+        keep = ~stop
+        for k in lp:
+            params[k][live[stop]] = initial[k][live[stop]] if parked else lp[k][stop]
+            lp[k], velocity[k] = lp[k][keep], velocity[k][keep]
+        lr, live = lr[keep], live[keep]
+        if first_loss is not None:
+            first_loss = first_loss[keep]
+
+    def evaluate(i, step):
         with torch.no_grad():
-            logits = shared(params, buffers, X_test)  # (num_runs, num_test, num_classes)
-            loss = F.cross_entropy(logits.flatten(0, 1), y_test.repeat(num_runs), reduction="none")
-            test_loss[:, i] = torch.where(active, loss.view(num_runs, -1).mean(1), np.nan).numpy()
+            logits = shared(lp, buffers(), X_test)  # (len(live), num_test, num_classes)
+            loss = F.cross_entropy(logits.flatten(0, 1), y_test.repeat(len(live)), reduction="none")
+            loss = loss.view(len(live), -1).mean(1)
             acc = (logits.argmax(-1) == y_test).double().mean(1)
-            test_acc[:, i] = torch.where(active, acc, np.nan).numpy()
+        test_loss[live.numpy(), i], test_acc[live.numpy(), i] = loss.numpy(), acc.numpy()
+        if cfg.target is not None:
+            done = acc >= cfg.target if cfg.target_metric == "test_acc" else loss <= cfg.target
+            if done.any():
+                reached_at[live[done].numpy()] = step
+                drop(done, parked=False)
 
-    evaluate(0)
+    evaluate(0, 0)
     for step in tqdm(range(cfg.num_steps), disable=not cfg.progress, leave=False, desc="training"):
-        idx = order[step]  # (num_runs, batch_size)
-        xb, yb = X[idx], y[idx]  # (num_runs, batch_size, ...)
-        for v in params.values():
+        if len(live) == 0:
+            break  # every run has answered
+        idx = orders.batch(step, live)  # (len(live), batch_size)
+        xb, yb = X[idx], y[idx]  # (len(live), batch_size, ...)
+        for v in lp.values():
             v.requires_grad_(True)
-        logits = batched(params, buffers, xb)  # (num_runs, batch_size, num_classes)
-        loss = F.cross_entropy(logits.flatten(0, 1), yb.flatten(), reduction="none").view(num_runs, -1).mean(1)
-        grads = torch.autograd.grad(loss.sum(), list(params.values()))
+        logits = batched(lp, buffers(), xb)  # (len(live), batch_size, num_classes)
+        loss = F.cross_entropy(logits.flatten(0, 1), yb.flatten(), reduction="none").view(len(live), -1).mean(1)
+        grads = torch.autograd.grad(loss.sum(), list(lp.values()))
         with torch.no_grad():
+            for v in lp.values():
+                v.requires_grad_(False)
             if first_loss is None:
                 first_loss = loss.detach().clone()
-            blown = active & (~torch.isfinite(loss) | (loss > cfg.divergence_factor * first_loss))
+            blown = ~torch.isfinite(loss) | (loss > cfg.divergence_factor * first_loss)
+            rows = live.numpy()
+            train_loss[rows, step] = torch.where(blown, np.nan, loss).numpy()
+            acc = (logits.argmax(-1) == yb).double().mean(1)
+            train_acc[rows, step] = torch.where(blown, np.nan, acc).numpy()
             if blown.any():
-                diverged_at[blown.numpy()] = step
-                active &= ~blown
-            train_loss[:, step] = torch.where(active, loss, np.nan).numpy()
-            train_acc[:, step] = torch.where(active, (logits.argmax(-1) == yb).double().mean(1), np.nan).numpy()
-            step_lr = torch.where(active, lr, 0.0)
-            for (name, p), g in zip(params.items(), grads):
-                shape = (num_runs,) + (1,) * (p.ndim - 1)
-                g = torch.where(active.view(shape), g, 0.0)  # a diverged run's NaNs stay out of the update
+                diverged_at[live[blown].numpy()] = step
+                grads = [g[~blown] for g in grads]
+                drop(blown, parked=True)  # parked on their finite initial values
+            for (name, p), g in zip(lp.items(), grads):
+                shape = (len(live),) + (1,) * (p.ndim - 1)
                 if cfg.weight_decay:
                     g = g + cfg.weight_decay * p
                 v = velocity[name].mul_(cfg.momentum).add_(g) if cfg.momentum else g
-                p.sub_(step_lr.view(shape) * v)
-                p.copy_(torch.where(active.view(shape), p, initial[name]))  # park diverged runs on finite values
+                p.sub_(lr.view(shape) * v)
             if (step + 1) in eval_steps:
-                evaluate(int(np.searchsorted(eval_steps, step + 1)))
-        if callback is not None and (step + 1) % cfg.eval_every == 0:
+                evaluate(int(np.searchsorted(eval_steps, step + 1)), step + 1)
+        if callback is not None and (step + 1) % cfg.eval_every == 0 and len(live):
+            for k in lp:
+                params[k][live] = lp[k]
             callback(step + 1, params)
-    for v in params.values():
-        v.requires_grad_(False)
-    return History(train_loss, train_acc, eval_steps, test_loss, test_acc, diverged_at >= 0, diverged_at)
+    for k in lp:
+        params[k][live] = lp[k]
+    return History(train_loss, train_acc, eval_steps, test_loss, test_acc, diverged_at >= 0, diverged_at,
+                   reached_at)
 
 
 def train(model, data, cfg=TrainConfig(), callback=None):
@@ -175,7 +249,7 @@ def train(model, data, cfg=TrainConfig(), callback=None):
         for k, v in model.named_parameters():
             v.copy_(params[k][0])
     return History(hist.train_loss[0], hist.train_acc[0], hist.eval_steps, hist.test_loss[0], hist.test_acc[0],
-                   hist.diverged[0], hist.diverged_at[0])
+                   hist.diverged[0], hist.diverged_at[0], hist.reached_at[0])
 
 
 def train_many(make_model, data, lrs, seeds=(0,), cfg=TrainConfig()):
@@ -197,4 +271,6 @@ def train_many(make_model, data, lrs, seeds=(0,), cfg=TrainConfig()):
     params = {k: v.detach() for k, v in params.items()}
     run_lrs = [lr for lr in lrs for _ in seeds]
     run_seeds = [s for _ in lrs for s in seeds]
-    return _fit(models[0], params, data, cfg, run_lrs, run_seeds)
+    hist = _fit(models[0], params, data, cfg, run_lrs, run_seeds)
+    hist.params = params
+    return hist
