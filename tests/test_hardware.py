@@ -118,3 +118,207 @@ def test_time_fn_rejects_bad_input(kwargs, error):
     fn = args.pop("fn")
     with pytest.raises(error):
         time_fn(fn, **args)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# FLOPs, peaks, MFU: against hand counts of the matmuls and the data-sheet table
+
+import json  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from torch.utils.data import DataLoader  # noqa: E402
+
+from batchsize import hardware as hw  # noqa: E402
+from batchsize.models import MLP  # noqa: E402
+
+
+def mlp_train_flops(batch_size, sizes):
+    """Hand count: forward 2*B*in*out per layer; backward 2*B*in*out for the weight gradient and again for the
+    input gradient, except the first layer's input, which needs no gradient."""
+    pairs = list(zip(sizes[:-1], sizes[1:]))
+    per = [2 * batch_size * i * o for i, o in pairs]
+    return 3 * sum(per) - per[0]
+
+
+def test_count_flops_of_a_training_step_matches_the_hand_count():
+    for batch_size in (1, 7, 64):
+        X, y = hw.synthetic_batch(batch_size, device="cpu")
+        step = hw.make_train_step(MLP(), X, y)
+        assert hw.count_flops(step) == mlp_train_flops(batch_size, (40, 100, 100, 10))
+
+
+def test_inference_flops_are_the_forward_matmuls():
+    X, _ = hw.synthetic_batch(32, device="cpu")
+    assert hw.count_flops(hw.make_inference_step(MLP(), X)) == 2 * 32 * (40 * 100 + 100 * 100 + 100 * 10)
+
+
+def test_peak_flops_reads_the_data_sheet_table():
+    assert hw.peak_flops("NVIDIA H100 80GB HBM3", torch.bfloat16) == 989e12
+    assert hw.peak_flops("NVIDIA H100 PCIe", torch.bfloat16) == 756e12
+    assert hw.peak_flops("NVIDIA H200", torch.float32) == 67e12
+    assert hw.peak_flops("Tesla T4", torch.float16) == 65e12
+    assert hw.peak_flops("Tesla T4", torch.bfloat16) is None  # no bf16 tensor cores
+    assert hw.peak_flops("Some Future GPU") is None
+    before = torch.get_float32_matmul_precision()
+    try:
+        torch.set_float32_matmul_precision("high")  # float32 matmuls may use TF32
+        assert hw.peak_flops("NVIDIA H100 80GB HBM3", torch.float32) == 495e12
+    finally:
+        torch.set_float32_matmul_precision(before)
+    with pytest.raises(TypeError):
+        hw.peak_flops(3)
+
+
+def test_mfu_is_achieved_over_peak():
+    assert np.allclose(hw.mfu([2e9, 4e9], [1.0, 0.5], 1e10), [0.2, 0.8])
+    with pytest.raises(ValueError):
+        hw.mfu(1e9, 0.0, 1e10)
+    with pytest.raises(ValueError):
+        hw.mfu(1e9, 1.0, -1.0)
+
+
+def test_measured_matmul_peak_is_two_n_cubed_over_the_median():
+    flops_per_s, timing = hw.measured_matmul_peak(64, device="cpu", repeats=3, threads=1)
+    assert flops_per_s == pytest.approx(2 * 64**3 / timing.median)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# steps and throughput: one step against a hand-written SGD update
+
+
+def test_train_step_is_one_sgd_step_on_mean_cross_entropy():
+    torch.manual_seed(0)
+    model = MLP()
+    X, y = hw.synthetic_batch(16, device="cpu")
+    params = [p.detach().clone() for p in model.parameters()]
+    grads = torch.autograd.grad(torch.nn.functional.cross_entropy(model(X), y), list(model.parameters()))
+    hw.make_train_step(model, X, y, lr=0.5)()
+    for p, p0, g in zip(model.parameters(), params, grads):
+        torch.testing.assert_close(p.detach(), p0 - 0.5 * g)
+
+
+def test_bf16_autocast_step_changes_the_parameters_and_keeps_them_float32():
+    torch.manual_seed(0)
+    model = MLP()
+    X, y = hw.synthetic_batch(8, device="cpu")
+    before = [p.detach().clone() for p in model.parameters()]
+    hw.make_train_step(model, X, y, autocast_dtype=torch.bfloat16)()
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert any(not torch.equal(p, q) for p, q in zip(model.parameters(), before))
+
+
+def test_inference_step_returns_the_model_output_without_autograd():
+    model = MLP()
+    X, _ = hw.synthetic_batch(4, device="cpu")
+    out = hw.make_inference_step(model, X)()
+    assert not out.requires_grad
+    torch.testing.assert_close(out, model(X).detach())
+
+
+def test_measure_throughput_counts_flops_linear_in_batch_size():
+    tp = hw.measure_throughput(MLP(), [1, 2, 8], device="cpu", repeats=2, warmup=1, threads=1)
+    assert tp.batch_sizes.tolist() == [1, 2, 8]
+    assert tp.flops.tolist() == [mlp_train_flops(b, (40, 100, 100, 10)) for b in (1, 2, 8)]
+    assert np.all(tp.q25_s <= tp.median_s) and np.all(tp.median_s <= tp.q75_s)
+    assert np.allclose(tp.examples_per_s, tp.batch_sizes / tp.median_s)
+    assert json.loads(json.dumps(tp.as_dict()))["flops"] == tp.flops.tolist()
+    with pytest.raises(ValueError):
+        hw.measure_throughput(MLP(), [1], mode="eval")
+
+
+def test_throughput_knee_of_a_fixed_overhead_model():
+    # t(B) = a + b*B: examples/s = B / (a + b*B) tends to 1/b; with a = 100 b it reaches 80 % of its value at
+    # B = 4096 (97.6 % of 1/b) where B / (100 + B) >= 0.8 * 0.976, i.e. at B >= 356: the first grid point is 512
+    B = 2 ** np.arange(13)
+    rate = B / (100 + B)
+    assert hw.throughput_knee(B, rate, fraction=0.8) == 512
+    assert hw.throughput_knee(B, rate, fraction=1.0) == 4096
+    with pytest.raises(ValueError):
+        hw.throughput_knee([1, 2], [1.0])
+    with pytest.raises(ValueError):
+        hw.throughput_knee([1, 2], [1.0, 2.0], fraction=0)
+
+
+def test_time_interleaved_times_every_fn_every_round():
+    calls = {0: 0, 1: 0}
+
+    def make(i):
+        def fn():
+            calls[i] += 1
+        return fn
+
+    out = hw.time_interleaved([make(0), make(1)], rounds=3, repeats=2, warmup=1)
+    assert out.shape == (3, 2) and np.all(out > 0)
+    assert calls == {0: 9, 1: 9}
+    with pytest.raises(TypeError):
+        hw.time_interleaved([])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the input pipeline
+
+
+def test_slow_dataset_items_take_at_least_the_delay():
+    X, y = torch.arange(10.0)[:, None], torch.arange(10)
+    ds = hw.SlowDataset(X, y, 0.01)
+    start = time.perf_counter()
+    items = [ds[i] for i in range(5)]
+    assert time.perf_counter() - start >= 0.05
+    assert [int(t) for _, t in items] == [0, 1, 2, 3, 4]
+    with pytest.raises(ValueError):
+        hw.SlowDataset(X, y, -1)
+
+
+def test_tensor_batches_and_dataloader_give_the_same_batches():
+    X, y = torch.randn(10, 3), torch.arange(10)
+    ours = list(hw.tensor_batches(X, y, 4))
+    theirs = list(DataLoader(torch.utils.data.TensorDataset(X, y), batch_size=4))
+    assert [len(b[0]) for b in ours] == [4, 4, 2]
+    for (a, b), (c, d) in zip(ours, theirs):
+        assert torch.equal(a, c) and torch.equal(b, d)
+
+
+def test_time_epoch_sees_every_example():
+    X, y = torch.randn(10, 3), torch.arange(10)
+    seen = []
+    seconds, first, count = hw.time_epoch(lambda: hw.tensor_batches(X, y, 3), lambda a, b: seen.append(len(a)))
+    assert count == 10 and seen == [3, 3, 3, 1] and 0 <= first <= seconds
+    with pytest.raises(ValueError):
+        hw.time_epoch(lambda: iter(()), lambda a, b: None)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# recorded results: the benchmark script's file, read back by the chapter's loader
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_device_slug_is_file_name_safe():
+    slug = hw.device_slug("cpu")
+    assert slug.startswith("cpu-") and re.fullmatch(r"[a-z0-9-]+", slug)
+
+
+def test_benchmark_script_writes_a_file_the_loader_reads(tmp_path):
+    subprocess.run([sys.executable, str(REPO / "benchmarks" / "hardware.py"), "--quick", "--out", str(tmp_path)],
+                   check=True, timeout=300, capture_output=True)
+    (tmp_path / "notes.json").write_text(json.dumps({"not": "a result"}))  # ignored: no provenance
+    results = hw.load_results(tmp_path)
+    assert len(results) == 1
+    r = results[0]
+    assert r["file"] == f"{hw.device_slug()}.json" and r["quick"] is True
+    assert {"device", "device_name", "memory_bytes", "torch", "cuda", "dtype", "date"} <= set(r["provenance"])
+    assert r["provenance"]["torch"] == torch.__version__
+    for name in ("mlp", "cnn", "wide_mlp"):
+        row = r["throughput"][name]
+        assert row["batch_sizes"] == [1, 4] and len(row["median_s"]) == 2 and row["flops"][1] > row["flops"][0]
+        assert set(r["inference"][name]) >= {"batch_sizes", "median_s", "flops"}
+    assert r["throughput"]["mlp"]["flops"][0] == mlp_train_flops(1, (40, 100, 100, 10))
+    pot = r["powers_of_two"]
+    assert np.array(pot["seconds_per_step"]).shape == (2, len(pot["batch_sizes"]))
+    assert set(r["mixed_precision"]) >= {"float32", "bfloat16"}
+
+
+def test_load_results_of_a_missing_folder_is_empty(tmp_path):
+    assert hw.load_results(tmp_path / "none") == []
