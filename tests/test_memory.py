@@ -1,4 +1,9 @@
 """Tests for memory.py"""
+import json
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -85,6 +90,11 @@ def test_activation_bytes_on_the_meta_device_equal_real_ones():
     assert memory.activation_bytes(model, X, y) == 7280 * 32 + 4
 
 
+def test_activation_bytes_of_a_slice_count_the_slice_only():
+    X, y = batch(1000)
+    assert memory.activation_bytes(models.MLP(), X[:5], y[:5]) == mlp_hand_count(5, (40, 100, 100, 10))
+
+
 def test_activation_bytes_leave_gradients_untouched():
     model = models.MLP()
     memory.activation_bytes(model, *batch(8))
@@ -140,3 +150,176 @@ def test_state_bytes_count_frozen_parameters_once():
 def test_state_bytes_reject_unknown_optimizer():
     with pytest.raises(ValueError, match="optimizer"):
         memory.state_bytes(models.MLP(), "lbfgs")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the finder: 1) a simulated out-of-memory model
+
+
+class SimulatedDevice:
+    """Raises CUDA's out-of-memory error when a step would need more than the budget: fixed + per-example bytes.
+    Keeps track of what is allocated, so a leak after a failure would show."""
+
+    def __init__(self, budget, fixed=1000, per_example=100):
+        self.budget, self.fixed, self.per_example = budget, fixed, per_example
+        self.allocated, self.calls = 0, []
+
+    def step(self, batch_size):
+        self.calls.append(batch_size)
+        need = self.fixed + self.per_example * batch_size
+        if need > self.budget:
+            raise torch.OutOfMemoryError(f"CUDA out of memory. Tried to allocate {need} bytes (simulated)")
+        return need
+
+
+@pytest.mark.parametrize("budget", [1100, 1150, 5000, 12345, 10**6 + 1])
+def test_finder_returns_the_largest_batch_that_fits(budget):
+    device = SimulatedDevice(budget)
+    truth = (budget - device.fixed) // device.per_example  # the reference: solve fixed + per_example * B <= budget
+    result = memory.find_batch_size(device.step, max_batch_size=10**9, margin=0.0)
+    assert result.largest_fit == truth
+    assert result.smallest_failed == truth + 1
+    assert result.batch_size == truth
+
+
+def test_finder_is_capped_by_the_data_size():
+    device = SimulatedDevice(budget=10**9)
+    result = memory.find_batch_size(device.step, max_batch_size=300)
+    assert max(device.calls) == 300 and result.largest_fit == 300 and result.smallest_failed is None
+
+
+def test_finder_applies_the_margin_and_bisects_in_few_tries():
+    device = SimulatedDevice(budget=1000 + 100 * 1000)
+    result = memory.find_batch_size(device.step, max_batch_size=10**6, margin=0.1)
+    assert result.largest_fit == 1000 and result.batch_size == 900
+    assert len(result.tries) <= 2 * 11  # doubling to 1024 (11 tries), then at most 10 halvings
+    assert [b for b, _ in result.tries] == device.calls
+
+
+def test_finder_starting_too_large_bisects_down():
+    device = SimulatedDevice(budget=1000 + 100 * 37)
+    assert memory.find_batch_size(device.step, max_batch_size=1000, start=512, margin=0.0).largest_fit == 37
+
+
+def test_finder_counts_the_cpu_allocator_error_as_out_of_memory_and_propagates_others():
+    def cpu_oom(batch_size):
+        if batch_size > 10:
+            raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory")
+
+    assert memory.find_batch_size(cpu_oom, 100, margin=0.0).largest_fit == 10
+
+    def bug(batch_size):
+        if batch_size > 10:
+            raise RuntimeError("mat1 and mat2 shapes cannot be multiplied")
+
+    with pytest.raises(RuntimeError, match="shapes"):
+        memory.find_batch_size(bug, 100)
+
+
+def test_finder_raises_when_nothing_fits_and_rejects_bad_arguments():
+    with pytest.raises(RuntimeError, match="batch_size 1"):
+        memory.find_batch_size(SimulatedDevice(budget=10).step, 100)
+    with pytest.raises(ValueError, match="max_batch_size"):
+        memory.find_batch_size(SimulatedDevice(budget=10).step, 0)
+    with pytest.raises(ValueError, match="margin"):
+        memory.find_batch_size(SimulatedDevice(budget=10).step, 10, margin=1.0)
+
+
+def test_finder_with_a_memory_budget_agrees_with_the_straight_line_prediction():
+    # a budget on the measured peak of real training steps; the peak is affine in B past a few hundred examples
+    g = torch.Generator().manual_seed(0)
+    X, y = torch.randn(4000, 40, generator=g), torch.randint(10, (4000,), generator=g)
+    budget = 4 * 2**20
+    predicted, per_example, _ = memory.predict_max_batch_size(
+        lambda b: memory.peak_bytes(models.CNN1D(), X[:b].clone(), y[:b].clone()), budget, (256, 512))
+    # the activations are part of each example's bytes (with the batch itself and the backward's temporaries)
+    activations_per_example = memory.activation_bytes(models.CNN1D(), X[:2], y[:2]) - memory.activation_bytes(
+        models.CNN1D(), X[:1], y[:1])
+    assert activations_per_example < per_example < 3 * activations_per_example
+    result = memory.find_batch_size(memory.step_within_budget(models.CNN1D(), X, y, budget), len(X), start=256,
+                                    margin=0.0)
+    assert result.largest_fit == predicted
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the finder: 2) a real allocation failure, in a subprocess under an address-space limit
+
+RLIMIT_SCRIPT = r"""
+import json, resource
+import torch
+from batchsize import memory, models
+
+torch.set_num_threads(1)
+torch.manual_seed(0)
+model = models.MLP(784, (1024, 1024), 10)
+X, y = torch.randn(8000, 784), torch.randint(10, (8000,))
+memory.training_step(model, X[:8], y[:8])  # allocate what a first step needs before the limit
+vm_size = next(int(line.split()[1]) * 1024 for line in open("/proc/self/status") if line.startswith("VmSize"))
+errors = []
+
+def try_step(batch_size):
+    try:
+        memory.training_step(model, X[:batch_size], y[:batch_size])
+    except Exception as error:
+        errors.append(f"{type(error).__name__}: {error}")
+        raise
+
+soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+resource.setrlimit(resource.RLIMIT_AS, (vm_size + 64 * 2**20, hard))  # only the soft limit: it can be restored
+try:
+    result = memory.find_batch_size(try_step, len(X), margin=0.1)
+    memory.training_step(model, X[:result.batch_size], y[:result.batch_size])  # fits after the failures
+finally:
+    resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+print(json.dumps({"largest_fit": result.largest_fit, "smallest_failed": result.smallest_failed,
+                  "tries": result.tries, "errors": errors}))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RLIMIT_AS and /proc/self/status are Linux's")
+def test_finder_survives_a_real_cpu_allocation_failure_under_rlimit_as():
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-c", RLIMIT_SCRIPT], capture_output=True, text=True, timeout=240,
+                          env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["errors"], "the limit never triggered an allocation failure"
+    assert all("can't allocate memory" in e and e.startswith("RuntimeError") for e in out["errors"])
+    assert 1 <= out["largest_fit"] < 8000
+    assert out["smallest_failed"] == out["largest_fit"] + 1
+    assert len(out["errors"]) == sum(not ok for _, ok in out["tries"])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the finder: 3) on a GPU, memory is back to its baseline after the failures
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_finder_leaves_cuda_memory_at_its_baseline():
+    device = "cuda"
+    torch.manual_seed(0)
+    model = models.MLP(784, (4096, 4096), 10).to(device)
+    X = torch.randn(4096, 784, device=device)
+    y = torch.randint(10, (4096,), device=device)
+    memory.free_memory()
+    baseline = torch.cuda.memory_allocated(device)
+    cap = baseline + 256 * 2**20  # the allocator refuses past 256 MiB above the baseline
+
+    def try_step(batch_size):
+        memory.training_step(model, X[:batch_size], y[:batch_size])
+        if torch.cuda.max_memory_allocated(device) > cap:
+            raise torch.OutOfMemoryError("CUDA out of memory (over the test's cap)")
+
+    fraction = torch.cuda.get_per_process_memory_fraction(device) if hasattr(
+        torch.cuda, "get_per_process_memory_fraction") else 1.0
+    total = torch.cuda.get_device_properties(device).total_memory
+    torch.cuda.set_per_process_memory_fraction(min(1.0, (cap + 64 * 2**20) / total), device)
+    try:
+        torch.cuda.reset_peak_memory_stats(device)
+        result = memory.find_batch_size(lambda b: (torch.cuda.reset_peak_memory_stats(device), try_step(b)),
+                                        len(X), margin=0.0)
+    finally:
+        torch.cuda.set_per_process_memory_fraction(fraction, device)
+    assert any(not ok for _, ok in result.tries)
+    assert 1 <= result.largest_fit < len(X)
+    assert torch.cuda.memory_allocated(device) == baseline
