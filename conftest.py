@@ -1,7 +1,18 @@
-"""Settings for the whole test session: library tests, the site test and the notebooks run by nbval."""
+"""Settings for the whole test session: library tests, the site test and the notebooks run by nbval.
+
+Kernels: xdist hands out whole files (`--dist loadfile`), so every cell of a notebook runs on one worker, in one
+kernel. Kernels started at the same moment by two processes can be handed the same free TCP ports, so a process
+starts kernels only while it holds one machine-wide file lock (`kernel_start_lock`): nbval while a notebook's
+kernel starts, the site test for its whole book build. `pytest_runtest_setup` counts the kernels each notebook
+starts and fails the notebook on a second one.
+"""
 import os
+import tempfile
+from collections import Counter
+from pathlib import Path
 
 import pytest
+from filelock import FileLock
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # The xdist workers share the machine's cores; one thread each (and in every kernel or build they start)
@@ -12,17 +23,37 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 
     torch.set_num_threads(1)
 
+# One lock for the whole machine: free ports are a machine-wide resource, whichever checkout asks for them.
+KERNEL_START_LOCK = Path(tempfile.gettempdir()) / "batchsize-book-kernel-start.lock"
+KERNELS_STARTED = Counter()  # notebook path -> kernels started by nbval in this process
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(config, items):
-    """Group tests for `--dist loadgroup`: one group per file, except that everything that starts Jupyter
-    kernels (the notebooks run by nbval and the site test, which builds the book) shares one group.
 
-    Kernels started at the same moment by two workers can be handed the same free TCP ports; a client then
-    talks to the wrong kernel, a reply is lost and execution waits forever. Run on one worker, they start
-    one after another.
+@pytest.fixture(scope="session")
+def kernel_start_lock():
+    """The machine-wide lock to hold while starting Jupyter kernels (e.g. around a book build)."""
+    return FileLock(KERNEL_START_LOCK)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item):
+    """Start a notebook's kernel under the lock, and fail the notebook if it needs a second kernel.
+
+    nbval starts a notebook's kernel in the setup of its file collector, which pytest runs inside the setup of
+    the first cell it executes; a file collector torn down and set up again starts a new kernel.
     """
-    for item in items:
-        path = item.nodeid.split("::")[0]
-        starts_kernels = path.endswith(".ipynb") or path == "tests/test_site.py"
-        item.add_marker(pytest.mark.xdist_group("kernels" if starts_kernels else path))
+    notebook = item.parent if item.path.suffix == ".ipynb" else None
+    if notebook is None:
+        return (yield)
+    kernel = getattr(notebook, "kernel", None)
+    if kernel is not None and kernel.is_alive():  # the notebook's kernel runs: nothing starts
+        return (yield)
+    with FileLock(KERNEL_START_LOCK):
+        result = yield
+    if getattr(notebook, "kernel", None) is not kernel:
+        KERNELS_STARTED[item.path] += 1
+        if KERNELS_STARTED[item.path] > 1:
+            raise RuntimeError(
+                f"{item.path.name} started kernel number {KERNELS_STARTED[item.path]} at {item.name}: all cells "
+                "of a notebook must run in one kernel (run the notebooks with --dist loadfile or -n 0)"
+            )
+    return result

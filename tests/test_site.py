@@ -2,10 +2,13 @@
 
 The site is built with the README's command (or reused when _build/html is newer than every source),
 served from 127.0.0.1 and opened page by page. Each page must have its title, load every image, show
-typeset math only, log no JavaScript error, request nothing from another host, and hold no dead
-widget control. A full-page screenshot of each page is written to artifacts/screenshots/.
+typeset math only, log no JavaScript error, request nothing from another host, hold no dead widget
+control, pass axe-core's accessibility rules of impact serious or critical, and use no character that no
+installed font can draw. A full-page screenshot of each page is written to artifacts/screenshots/ and
+axe-core's counts per page to artifacts/axe.json.
 """
 import functools
+import importlib.util
 import http.server
 import json
 import os
@@ -123,23 +126,28 @@ def site_is_fresh():
     return min(p.stat().st_mtime for p in pages + [status]) > newest_source_mtime()
 
 
-def build_site(cwd, log):
-    """Run the README's build command in cwd; return the completed process (output in log)."""
+def build_site(cwd, log, kernel_start_lock):
+    """Run the README's build command in cwd; return the completed process (output in log).
+
+    The build starts a kernel per notebook, so it holds the lock that keeps kernel starts one at a time
+    (conftest.py) from start to end.
+    """
     exe = shutil.which("jupyter-book")
     assert exe, "jupyter-book is not installed: pip install -r requirements.txt"
-    with open(log, "w") as out:
+    with kernel_start_lock, open(log, "w") as out:
         return subprocess.run([exe, *BUILD_COMMAND[1:]], cwd=cwd, stdout=out,
                               stderr=subprocess.STDOUT, timeout=3600)
 
 
 @pytest.fixture(scope="module")
-def site():
+def site(kernel_start_lock):
     """The built site in _build/html, rebuilt unless fresh (set BOOK_REBUILD=1 to force)."""
     ARTIFACTS.mkdir(exist_ok=True)
+    AXE_COUNTS.unlink(missing_ok=True)
     if os.environ.get("BOOK_REBUILD") == "1" or not site_is_fresh():
         shutil.rmtree(ROOT / "_build", ignore_errors=True)
         log = ARTIFACTS / "build.log"
-        result = build_site(ROOT, log)
+        result = build_site(ROOT, log, kernel_start_lock)
         tail = "\n".join(log.read_text().splitlines()[-60:])
         assert result.returncode == 0, f"book build failed (full log: {log}):\n{tail}"
     return HTML
@@ -324,6 +332,48 @@ def test_page_renders_offline(docname, visits):
     assert not visit.console_errors, f"console errors: {visit.console_errors}"
 
 
+# axe-core, the accessibility engine, as shipped inside the axe-playwright-python package (no download).
+AXE_SOURCE = Path(importlib.util.find_spec("axe_playwright_python").origin).with_name("axe.min.js")
+AXE_BLOCKING = ("serious", "critical")
+AXE_COUNTS = ARTIFACTS / "axe.json"  # per page: violations by impact, for the record
+
+
+@pytest.mark.parametrize("docname", DOCNAMES)
+def test_page_has_no_serious_accessibility_violation(docname, visits):
+    page = visits(docname).page
+    page.add_script_tag(content=AXE_SOURCE.read_text())
+    violations = page.evaluate("async () => (await axe.run(document, {resultTypes: ['violations']})).violations")
+    counts = {impact: sum(len(v["nodes"]) for v in violations if v["impact"] == impact)
+              for impact in ("minor", "moderate", "serious", "critical")}
+    record = json.loads(AXE_COUNTS.read_text()) if AXE_COUNTS.exists() else {}
+    AXE_COUNTS.write_text(json.dumps({**record, docname: counts}, indent=1, sort_keys=True))
+    blocking = [f"{v['id']} ({v['impact']}): {v['help']}; e.g. {v['nodes'][0]['html'][:160]}"
+                for v in violations if v["impact"] in AXE_BLOCKING]
+    assert not blocking, "\n".join(blocking)
+
+
+VISIBLE_TEXT = """() => {
+    const clone = document.body.cloneNode(true);
+    clone.querySelectorAll("script, style, noscript, mjx-container, mjx-assistive-mml").forEach(el => el.remove());
+    return clone.textContent;
+}"""
+
+
+def has_font_for(char):
+    """Whether an installed font (fontconfig, which Chromium uses for fallback) has a glyph for char."""
+    found = subprocess.run(["fc-list", f":charset={ord(char):x}", "family"], capture_output=True, text=True)
+    return bool(found.stdout.strip())
+
+
+@pytest.mark.parametrize("docname", DOCNAMES)
+def test_page_text_has_a_font_for_every_glyph(docname, visits):
+    # Math is typeset by MathJax with its own fonts; everything else is drawn from the machine's fonts.
+    assert shutil.which("fc-list"), "fontconfig's fc-list is missing (it comes with chromium)"
+    text = visits(docname).page.evaluate(VISIBLE_TEXT)
+    missing = sorted({c for c in text if ord(c) > 127 and not c.isspace() and not has_font_for(c)})
+    assert not missing, f"characters no installed font can draw: {[f'U+{ord(c):04X} {c}' for c in missing]}"
+
+
 NOTEBOOK_PAGES = [d for d in DOCNAMES if source_path(d).suffix == ".ipynb"]
 
 
@@ -351,7 +401,7 @@ def test_notebook_page_offers_launch_and_download(docname, visits, base_url):
 # A failing notebook fails the build and leaves its report
 
 
-def test_failing_notebook_fails_build_and_keeps_report(tmp_path):
+def test_failing_notebook_fails_build_and_keeps_report(tmp_path, kernel_start_lock):
     for name in ("_config.yml", "references.bib"):
         shutil.copy(ROOT / name, tmp_path / name)
     shutil.copytree(ROOT / "_ext", tmp_path / "_ext")
@@ -362,7 +412,7 @@ def test_failing_notebook_fails_build_and_keeps_report(tmp_path):
                 nbformat.v4.new_code_cell("raise ValueError('a cell that fails')")]
     nbformat.write(nb, tmp_path / "broken.ipynb")
 
-    result = build_site(tmp_path, tmp_path / "build.log")
+    result = build_site(tmp_path, tmp_path / "build.log", kernel_start_lock)
 
     assert result.returncode != 0, "a notebook that raises did not fail the build"
     report = tmp_path / "_build" / "html" / "reports" / "broken.err.log"
@@ -398,3 +448,15 @@ def test_book_workflow_builds_with_the_readme_command():
 
 def test_tests_workflow_installs_and_tests_with_the_readme_commands():
     assert workflow_runs("tests.yml") == readme_commands()[:2]
+
+
+def test_ci_runs_the_readme_commands_in_a_new_virtual_environment():
+    script = (ROOT / ".ci" / "run").read_text()
+    lines = [line.strip() for line in script.splitlines()]
+    install, test = readme_commands()[:2]
+    assert install in lines, "the README's install-and-build command is not a line of .ci/run"
+    assert any(line.startswith(test) for line in lines), "the README's test command is not run by .ci/run"
+    venv = next(i for i, line in enumerate(lines) if line.startswith("python3 -m venv"))
+    activate = next(i for i, line in enumerate(lines) if re.match(r"(source|\.) .*/bin/activate\"?$", line))
+    assert venv < activate < lines.index(install), "the commands must run inside a new virtual environment"
+    assert "mktemp -d" in script, "the environment must be made in a new temporary directory"
