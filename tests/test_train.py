@@ -363,3 +363,158 @@ def test_bad_stopping_settings_raise(small_data, change, match):
     cfg = replace(CFG, num_steps=2, batch_size=4, **change)
     with pytest.raises(ValueError, match=match):
         train_many(MLP, small_data, lrs=[0.1], cfg=cfg)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# chapter 3: Adam, AdamW and schedules against torch.optim on the same batches
+
+
+from batchsize.train import batch_schedule, chain, constant, cosine, step_decay, warmup  # noqa: E402
+
+SHORT = TrainConfig(lr=0.01, batch_size=32, num_steps=60, eval_every=20, progress=False)
+
+
+def reference_torch(model, data, cfg, optimizer, scheduler=None, batch_sizes=None):
+    """A plain loop with a torch.optim optimizer (and scheduler) over the same batches; per-step losses."""
+    X, y, _, _ = data
+    if batch_sizes is None:
+        order = list(_batch_order(len(X), cfg.batch_size, cfg.num_steps, cfg.seed))
+    else:  # consume each epoch's permutation in order, a new epoch when the next batch does not fit
+        gen, order, perm, cursor = torch.Generator().manual_seed(cfg.seed), [], None, len(X)
+        for b in batch_sizes:
+            if cursor + b > len(X):
+                perm, cursor = torch.randperm(len(X), generator=gen), 0
+            order.append(perm[cursor:cursor + b])
+            cursor += b
+    losses = []
+    for idx in order:
+        optimizer.zero_grad()
+        loss = F.cross_entropy(model(X[idx]), y[idx])
+        loss.backward()
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        losses.append(loss.item())
+    return np.array(losses)
+
+
+@pytest.mark.parametrize("name, weight_decay", [("adam", 0.0), ("adam", 0.01), ("adamw", 0.1)])
+def test_adam_and_adamw_match_torch_optim_on_same_batches(data, name, weight_decay):
+    cfg = replace(SHORT, optimizer=name, weight_decay=weight_decay, betas=(0.8, 0.99), eps=1e-6)
+    model, ref_model = make_model(), make_model()
+    hist = train(model, data, cfg)
+    opt_cls = torch.optim.Adam if name == "adam" else torch.optim.AdamW
+    opt = opt_cls(ref_model.parameters(), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=weight_decay)
+    ref = reference_torch(ref_model, data, cfg, opt)
+    np.testing.assert_allclose(hist.train_loss, ref, rtol=1e-4, atol=1e-5)
+    for p, q in zip(model.parameters(), ref_model.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5)
+
+
+def test_adam_train_many_rows_equal_single_runs(data):
+    cfg = replace(SHORT, optimizer="adam", num_steps=30)
+    hist = train_many(MLP, data, lrs=[0.001, 0.01], seeds=[0, 1], cfg=cfg)
+    for i, (lr, seed) in enumerate([(0.001, 0), (0.001, 1), (0.01, 0), (0.01, 1)]):
+        single = train(make_model(seed), data, replace(cfg, lr=lr, seed=seed))
+        np.testing.assert_allclose(hist.train_loss[i], single.train_loss, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("optimizer, momentum", [("sgd", 0.0), ("sgd", 0.9), ("adam", 0.0)])
+def test_lr_schedule_matches_torch_scheduler(data, optimizer, momentum):
+    cfg = replace(SHORT, lr=0.05 if optimizer == "sgd" else 0.01, optimizer=optimizer, momentum=momentum,
+                  lr_schedule=chain(warmup(10), step_decay([30, 45], 0.5)))
+    model, ref_model = make_model(), make_model()
+    hist = train(model, data, cfg)
+    if optimizer == "sgd":
+        opt = torch.optim.SGD(ref_model.parameters(), lr=cfg.lr, momentum=momentum)
+    else:
+        opt = torch.optim.Adam(ref_model.parameters(), lr=cfg.lr)
+    sched = torch.optim.lr_scheduler.SequentialLR(opt, [
+        torch.optim.lr_scheduler.LinearLR(opt, start_factor=0.1, total_iters=10),
+        torch.optim.lr_scheduler.MultiStepLR(opt, milestones=[20, 35], gamma=0.5)], milestones=[10])
+    ref = reference_torch(ref_model, data, cfg, opt, sched)
+    np.testing.assert_allclose(hist.train_loss, ref, rtol=1e-4, atol=1e-5)
+
+
+def test_schedules_equal_hand_computed_values():
+    w = warmup(4)
+    assert [w(s) for s in range(6)] == pytest.approx([0.25, 0.4375, 0.625, 0.8125, 1.0, 1.0])
+    assert [warmup(4, start=0.5)(s) for s in (0, 2, 4)] == pytest.approx([0.5, 0.75, 1.0])
+    d = step_decay([3, 5], 0.1)
+    assert [d(s) for s in range(7)] == pytest.approx([1, 1, 1, 0.1, 0.1, 0.01, 0.01])
+    c = cosine(4, final=0.2)
+    assert [c(s) for s in range(6)] == pytest.approx([1.0, 0.2 + 0.8 * (1 + np.sqrt(0.5)) / 2, 0.6,
+                                                      0.2 + 0.8 * (1 - np.sqrt(0.5)) / 2, 0.2, 0.2])
+    assert chain(warmup(2), step_decay([3], 0.5))(3) == pytest.approx(0.5)
+    assert constant()(123) == 1.0
+    b = batch_schedule(32, [10, 20], 5)
+    assert [b(0), b(9), b(10), b(19), b(20)] == [32, 32, 160, 160, 800]
+
+
+def test_cosine_matches_torch_cosine_annealing():
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    ref = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=50, eta_min=0.1)
+    c, values = cosine(50, final=0.1), []
+    for _ in range(60):
+        values.append(opt.param_groups[0]["lr"])
+        opt.step()
+        ref.step()
+    assert [c(s) for s in range(51)] == pytest.approx(values[:51], rel=1e-9)
+
+
+def test_each_lr_of_train_many_follows_its_own_schedule(data):
+    cfg = replace(SHORT, lr=0.1, num_steps=30)
+    schedules = [warmup(20), None, cosine(30)]
+    hist = train_many(MLP, data, lrs=[0.2, 0.1, 0.05], seeds=[0, 1], cfg=cfg, lr_schedules=schedules)
+    for k, (lr, sched) in enumerate(zip([0.2, 0.1, 0.05], schedules)):
+        for j, seed in enumerate([0, 1]):
+            single = train(make_model(seed), data, replace(cfg, lr=lr, seed=seed, lr_schedule=sched))
+            np.testing.assert_allclose(hist.train_loss[2 * k + j], single.train_loss, rtol=1e-5, atol=1e-6)
+
+
+def test_constant_batch_schedule_equals_fixed_batch_size(data):
+    cfg = replace(SHORT, num_steps=300)  # past two epochs of 125 steps
+    fixed = train(make_model(), data, cfg)
+    scheduled = train(make_model(), data, replace(cfg, batch_schedule=lambda step: 32))
+    assert_same_history(fixed, scheduled)
+
+
+def test_growing_batch_schedule_matches_torch_loop_over_same_batches(data):
+    sched = batch_schedule(64, [40, 70], 4)  # 64, then 256, then 1024 examples per step
+    cfg = replace(SHORT, lr=0.1, num_steps=90, batch_schedule=sched)
+    model, ref_model = make_model(), make_model()
+    hist = train(model, data, cfg)
+    opt = torch.optim.SGD(ref_model.parameters(), lr=cfg.lr)
+    ref = reference_torch(ref_model, data, cfg, opt, batch_sizes=[sched(s) for s in range(90)])
+    np.testing.assert_allclose(hist.train_loss, ref, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("change, error, match", [
+    (dict(optimizer="rmsprop"), ValueError, "optimizer"),
+    (dict(optimizer="adam", betas=(0.9, 1.0)), ValueError, "betas"),
+    (dict(optimizer="adam", betas=(0.9,)), ValueError, "betas"),
+    (dict(optimizer="adam", eps=0.0), ValueError, "eps"),
+    (dict(lr_schedule=0.5), TypeError, "lr_schedule"),
+    (dict(batch_schedule=64), TypeError, "batch_schedule"),
+    (dict(lr_schedule=lambda step: -1.0), ValueError, "lr_schedule"),
+    (dict(lr_schedule=lambda step: float("nan")), ValueError, "lr_schedule"),
+    (dict(batch_schedule=lambda step: 10 ** 6), ValueError, "batch_size"),
+])
+def test_bad_optimizer_or_schedule_settings_raise(small_data, change, error, match):
+    with pytest.raises(error, match=match):
+        train(make_model(), small_data, replace(SHORT, batch_size=8, num_steps=3, **change))
+
+
+def test_bad_schedule_arguments_raise():
+    with pytest.raises(ValueError, match="num_steps"):
+        warmup(-1)
+    with pytest.raises(ValueError, match="milestones"):
+        step_decay([2.5])
+    with pytest.raises(ValueError, match="factor"):
+        step_decay([2], factor=0.0)
+    with pytest.raises(ValueError, match="final"):
+        cosine(10, final=2.0)
+    with pytest.raises(TypeError, match="chain"):
+        chain(1.0)
+    with pytest.raises(ValueError, match="lr_schedules"):
+        train_many(MLP, load_mnist1d(), lrs=[0.1, 0.2], lr_schedules=[warmup(3)], cfg=SHORT)

@@ -1,10 +1,15 @@
-"""Fast, seeded mini-batch SGD for the lessons: one run, or many runs (learning rates, seeds) as one model.
+"""Fast, seeded mini-batch training for the lessons: one run, or many runs (learning rates, seeds) as one model.
 
 Data stay as tensors and are shuffled with `torch.randperm`: no DataLoader. Several runs are trained at once
 by stacking their parameters and mapping the model over them with `torch.func.vmap`, so a learning-rate or
 seed sweep is a single tensor program. Each run draws its initialisation and its data order from its own
 seed, so a run gives the same numbers alone or inside a sweep. A run whose loss becomes NaN, infinite or
 `divergence_factor` times its first loss is stopped and reported as diverged.
+
+Optimizers: SGD with heavy-ball momentum, Adam and AdamW, with the update rules of torch.optim. Schedules are
+plain callables of the step: a learning-rate schedule returns the factor that multiplies a run's learning
+rate (`warmup`, `step_decay`, `cosine`, combined with `chain`), and a batch-size schedule returns the batch size
+of every run at that step. In `train_many` each learning rate may have its own schedule.
 """
 from dataclasses import dataclass, field
 
@@ -33,6 +38,11 @@ class TrainConfig:
     target: float | None = None  # stop a run at the first evaluation where target_metric reaches this
     target_metric: str = "test_acc"  # "test_acc" (reached when >= target) or "test_loss" (when <= target)
     eval_growth: float = 1.0  # > 1: evaluation gaps grow geometrically, at least eval_every steps apart
+    optimizer: str = "sgd"  # "sgd" (with `momentum`), "adam" (L2 `weight_decay`) or "adamw" (decoupled)
+    betas: tuple = (0.9, 0.999)  # Adam's decay rates of the first and second moment
+    eps: float = 1e-8  # Adam's denominator offset
+    lr_schedule: object = None  # None or a callable step -> factor on the learning rate
+    batch_schedule: object = None  # None or a callable step -> batch size (overrides batch_size from step 0)
 
 
 @dataclass
@@ -84,6 +94,18 @@ class _Orders:
         self.per_epoch = num_examples // batch_size
         self.gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
         self.epoch, self.perms = -1, None
+        self.cursor = num_examples  # next unused position of the current permutation (for `take`)
+
+    def take(self, live, batch_size):
+        """The next batch_size indices of every live run; a new epoch starts when fewer than that are left.
+
+        With a constant batch size this gives the same batches as `batch`; a batch-size schedule uses it.
+        """
+        if self.cursor + batch_size > self.num_examples:
+            self.perms = torch.stack([torch.randperm(self.num_examples, generator=g) for g in self.gens])
+            self.cursor = 0
+        self.cursor += batch_size
+        return self.perms[live, self.cursor - batch_size:self.cursor]
 
     def batch(self, step, live):
         """Indices (len(live), batch_size) of the runs `live` (sorted run numbers) at this step."""
@@ -104,6 +126,14 @@ def _check_config(cfg, X, y, X_test, y_test, lrs):
     check_positive_int(cfg.eval_every, "eval_every")
     for lr in lrs:
         check_positive_float(lr, "lr")
+    if cfg.optimizer not in ("sgd", "adam", "adamw"):
+        raise ValueError(f"optimizer must be 'sgd', 'adam' or 'adamw', got {cfg.optimizer!r}")
+    if len(tuple(cfg.betas)) != 2 or not all(0 <= b < 1 for b in cfg.betas):
+        raise ValueError(f"betas must be two numbers in [0, 1), got {cfg.betas!r}")
+    check_positive_float(cfg.eps, "eps")
+    for name in ("lr_schedule", "batch_schedule"):
+        if getattr(cfg, name) is not None and not callable(getattr(cfg, name)):
+            raise TypeError(f"{name} must be None or a callable of the step, got {type(getattr(cfg, name)).__name__}")
     if not 0 <= cfg.momentum < 1:
         raise ValueError(f"momentum must be in [0, 1), got {cfg.momentum}")
     if cfg.weight_decay < 0:
@@ -121,15 +151,28 @@ def _check_config(cfg, X, y, X_test, y_test, lrs):
             raise TypeError(f"{name} must hold integer class labels (torch.long), got dtype {labels.dtype}")
 
 
-def _fit(model, params, data, cfg, lrs, seeds, callback=None):
+def _schedule_value(schedule, step, name):
+    value = schedule(step)
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
+            or not np.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must return a finite number >= 0 at every step, got {value!r} at step {step}")
+    return float(value)
+
+
+def _fit(model, params, data, cfg, lrs, seeds, callback=None, lr_schedules=None):
     """Train stacked parameters {name: (num_runs, ...)} in place; the core of train and train_many.
 
     Only live runs (neither diverged nor at their target) are computed: when a run stops, its parameters are
-    written back to `params` and the batched model shrinks to the runs still going.
+    written back to `params` and the batched model shrinks to the runs still going. `lr_schedules` holds one
+    schedule (or None) per run; None everywhere falls back to cfg.lr_schedule.
     """
     X, y, X_test, y_test = data
     _check_config(cfg, X, y, X_test, y_test, lrs)
     num_runs = len(lrs)
+    if lr_schedules is None:
+        lr_schedules = [cfg.lr_schedule] * num_runs
+    schedules = [s if s is not None else (lambda step: 1.0) for s in lr_schedules]
+    scheduled = any(s is not None for s in lr_schedules)
     model_buffers = dict(model.named_buffers())
 
     def run_logits(p, b, x):
@@ -141,7 +184,9 @@ def _fit(model, params, data, cfg, lrs, seeds, callback=None):
     live = torch.arange(num_runs)  # run numbers still training
     lp = {k: v.detach().clone() for k, v in params.items()}  # live parameters (len(live), ...)
     initial = {k: v.detach().clone() for k, v in params.items()}
-    velocity = {k: torch.zeros_like(v) for k, v in lp.items()}
+    # optimizer state per parameter, (len(live), ...): SGD's velocity, Adam's moments
+    state = {s: {k: torch.zeros_like(v) for k, v in lp.items()} for s in ("velocity", "exp_avg", "exp_avg_sq")}
+    beta1, beta2 = cfg.betas
     lr = torch.tensor(lrs, dtype=X.dtype)  # (len(live),)
     first_loss = None  # (len(live),)
     diverged_at = np.full(num_runs, -1)
@@ -161,7 +206,9 @@ def _fit(model, params, data, cfg, lrs, seeds, callback=None):
         keep = ~stop
         for k in lp:
             params[k][live[stop]] = initial[k][live[stop]] if parked else lp[k][stop]
-            lp[k], velocity[k] = lp[k][keep], velocity[k][keep]
+            lp[k] = lp[k][keep]
+            for s in state.values():
+                s[k] = s[k][keep]
         lr, live = lr[keep], live[keep]
         if first_loss is not None:
             first_loss = first_loss[keep]
@@ -183,7 +230,12 @@ def _fit(model, params, data, cfg, lrs, seeds, callback=None):
     for step in tqdm(range(cfg.num_steps), disable=not cfg.progress, leave=False, desc="training"):
         if len(live) == 0:
             break  # every run has answered
-        idx = orders.batch(step, live)  # (len(live), batch_size)
+        if cfg.batch_schedule is None:
+            idx = orders.batch(step, live)  # (len(live), batch_size)
+        else:
+            batch_size = check_batch_size(int(round(_schedule_value(cfg.batch_schedule, step, "batch_schedule"))),
+                                          len(X))
+            idx = orders.take(live, batch_size)
         xb, yb = X[idx], y[idx]  # (len(live), batch_size, ...)
         for v in lp.values():
             v.requires_grad_(True)
@@ -204,12 +256,26 @@ def _fit(model, params, data, cfg, lrs, seeds, callback=None):
                 diverged_at[live[blown].numpy()] = step
                 grads = [g[~blown] for g in grads]
                 drop(blown, parked=True)  # parked on their finite initial values
+            step_lr = lr
+            if scheduled:
+                factors = [_schedule_value(schedules[r], step, "lr_schedule") for r in live.tolist()]
+                step_lr = lr * torch.tensor(factors, dtype=lr.dtype)
             for (name, p), g in zip(lp.items(), grads):
                 shape = (len(live),) + (1,) * (p.ndim - 1)
-                if cfg.weight_decay:
+                run_lr = step_lr.view(shape)
+                if cfg.optimizer == "adamw":
+                    p.mul_(1 - run_lr * cfg.weight_decay)  # decoupled weight decay, as torch.optim.AdamW
+                elif cfg.weight_decay:
                     g = g + cfg.weight_decay * p
-                v = velocity[name].mul_(cfg.momentum).add_(g) if cfg.momentum else g
-                p.sub_(lr.view(shape) * v)
+                if cfg.optimizer == "sgd":
+                    v = state["velocity"][name].mul_(cfg.momentum).add_(g) if cfg.momentum else g
+                    p.sub_(run_lr * v)
+                else:  # torch.optim.Adam's update, bias-corrected
+                    m = state["exp_avg"][name].mul_(beta1).add_(g, alpha=1 - beta1)
+                    v2 = state["exp_avg_sq"][name].mul_(beta2).addcmul_(g, g, value=1 - beta2)
+                    bias1, bias2 = 1 - beta1 ** (step + 1), 1 - beta2 ** (step + 1)
+                    denom = (v2.sqrt() / np.sqrt(bias2)).add_(cfg.eps)
+                    p.sub_(run_lr / bias1 * m / denom)
             if (step + 1) in eval_steps:
                 evaluate(int(np.searchsorted(eval_steps, step + 1)), step + 1)
         if callback is not None and (step + 1) % cfg.eval_every == 0 and len(live):
@@ -252,16 +318,22 @@ def train(model, data, cfg=TrainConfig(), callback=None):
                    hist.diverged[0], hist.diverged_at[0], hist.reached_at[0])
 
 
-def train_many(make_model, data, lrs, seeds=(0,), cfg=TrainConfig()):
+def train_many(make_model, data, lrs, seeds=(0,), cfg=TrainConfig(), lr_schedules=None):
     """Train every (lr, seed) pair at once as one batched model; History arrays are (len(lrs) * len(seeds), ...).
 
     Introduced in chapter 1 (gradient variance). Runs are ordered lr-major: run i has
     lr = lrs[i // len(seeds)] and seed = seeds[i % len(seeds)]. Run (lr, seed) starts from
-    `torch.manual_seed(seed); make_model()` and matches `train` with that seed.
+    `torch.manual_seed(seed); make_model()` and matches `train` with that seed. `lr_schedules` (chapter 3):
+    None (every run follows cfg.lr_schedule) or one schedule per lr, so each lr may have its own.
     """
     lrs, seeds = list(np.atleast_1d(lrs).astype(float)), [int(s) for s in np.atleast_1d(seeds)]
     if not lrs or not seeds:
         raise ValueError("lrs and seeds must each hold at least one value")
+    if lr_schedules is not None:
+        lr_schedules = list(lr_schedules)
+        if len(lr_schedules) != len(lrs) or not all(s is None or callable(s) for s in lr_schedules):
+            raise ValueError(f"lr_schedules must hold one callable (or None) per lr, {len(lrs)} in all")
+        lr_schedules = [s if s is not None else cfg.lr_schedule for s in lr_schedules for _ in seeds]
     models = []
     for _ in lrs:
         for seed in seeds:
@@ -271,6 +343,75 @@ def train_many(make_model, data, lrs, seeds=(0,), cfg=TrainConfig()):
     params = {k: v.detach() for k, v in params.items()}
     run_lrs = [lr for lr in lrs for _ in seeds]
     run_seeds = [s for _ in lrs for s in seeds]
-    hist = _fit(models[0], params, data, cfg, run_lrs, run_seeds)
+    hist = _fit(models[0], params, data, cfg, run_lrs, run_seeds, lr_schedules=lr_schedules)
     hist.params = params
     return hist
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# schedules: plain callables of the step (chapter 3)
+
+
+def _check_steps(value, name):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+        raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
+    return int(value)
+
+
+def constant():
+    """The factor 1 at every step. Introduced in chapter 3 (learning-rate scaling)."""
+    return lambda step: 1.0
+
+
+def warmup(num_steps, start=None):
+    """Linear warmup from `start` at step 0 to 1 at step num_steps, then 1 (torch's LinearLR).
+
+    Introduced in chapter 3 (learning-rate scaling). `start` defaults to 1 / num_steps.
+    """
+    num_steps = _check_steps(num_steps, "num_steps")
+    if num_steps == 0:
+        return constant()
+    start = 1 / num_steps if start is None else check_positive_float(start, "start")
+    return lambda step: 1.0 if step >= num_steps else start + (1 - start) * step / num_steps
+
+
+def step_decay(milestones, factor=0.1):
+    """Multiply by factor at each milestone step (torch's MultiStepLR): factor ** (milestones passed).
+
+    Introduced in chapter 3 (learning-rate scaling). A factor above 1 grows the value instead, as a
+    batch-size schedule does.
+    """
+    milestones = sorted(_check_steps(m, "milestones") for m in milestones)
+    factor = check_positive_float(factor, "factor")
+    return lambda step: factor ** sum(step >= m for m in milestones)
+
+
+def cosine(num_steps, final=0.0):
+    """Cosine decay from 1 to `final` over num_steps, then `final` (torch's CosineAnnealingLR, eta_min = final).
+
+    Introduced in chapter 3 (learning-rate scaling).
+    """
+    num_steps = check_positive_int(num_steps, "num_steps")
+    if isinstance(final, bool) or not isinstance(final, (int, float)) or not 0 <= final <= 1:
+        raise ValueError(f"final must be a number in [0, 1], got {final!r}")
+    return lambda step: final + (1 - final) * (1 + np.cos(np.pi * min(step, num_steps) / num_steps)) / 2
+
+
+def chain(*schedules):
+    """The product of several schedules at each step, e.g. chain(warmup(100), cosine(1000)).
+
+    Introduced in chapter 3 (learning-rate scaling).
+    """
+    if not schedules or not all(callable(s) for s in schedules):
+        raise TypeError("chain needs one or more callables of the step")
+    return lambda step: float(np.prod([s(step) for s in schedules]))
+
+
+def batch_schedule(batch_size, milestones, factor):
+    """Batch size that is multiplied by factor at each milestone step (rounded): Smith et al.'s schedule.
+
+    Introduced in chapter 3 (learning-rate scaling). Use as TrainConfig(batch_schedule=...).
+    """
+    check_positive_int(batch_size, "batch_size")
+    grow = step_decay(milestones, factor)
+    return lambda step: int(round(batch_size * grow(step)))
