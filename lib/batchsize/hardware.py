@@ -65,7 +65,7 @@ class Timing:
 
     @property
     def iqr(self):
-        """Interquartile range in seconds: the spread the book reports beside every median."""
+        """The interquartile range in seconds, the spread the book reports beside every median."""
         return self.q75 - self.q25
 
 
@@ -202,8 +202,8 @@ def _autocast(device, dtype):
     return torch.autocast(device_type=torch.device(device).type, dtype=dtype)
 
 
-def make_train_step(model, X, y, lr=0.01, autocast_dtype=None):
-    """A no-argument function doing one SGD step of model on (X, y), mean cross-entropy. Introduced in chapter 4.
+def make_sgd_step(model, lr=0.01, autocast_dtype=None):
+    """A function step(X, y) doing one SGD step of model on mean cross-entropy. Introduced in chapter 4.
 
     With autocast_dtype (e.g. torch.bfloat16) the forward pass runs under torch.autocast on X's device.
     """
@@ -211,7 +211,7 @@ def make_train_step(model, X, y, lr=0.01, autocast_dtype=None):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     opt = torch.optim.SGD(model.parameters(), lr=check_positive_float(lr, "lr"))
 
-    def step():
+    def step(X, y):
         opt.zero_grad(set_to_none=True)
         with _autocast(X.device, autocast_dtype):
             loss = F.cross_entropy(model(X), y)
@@ -219,6 +219,12 @@ def make_train_step(model, X, y, lr=0.01, autocast_dtype=None):
         opt.step()
 
     return step
+
+
+def make_train_step(model, X, y, lr=0.01, autocast_dtype=None):
+    """A no-argument function doing one SGD step of model on the fixed batch (X, y). Introduced in chapter 4."""
+    step = make_sgd_step(model, lr, autocast_dtype)
+    return lambda: step(X, y)
 
 
 def make_inference_step(model, X, autocast_dtype=None):
@@ -379,7 +385,7 @@ def device_slug(device=None):
 
 
 def load_results(folder):
-    """Every recorded benchmark file (*.json with a 'provenance' key) in folder, sorted by name; [] if none.
+    """Every recorded benchmark file in folder (a .json file with a "provenance" key), sorted by name; [] if none.
 
     Introduced in chapter 4 (recorded GPU results). Each result gets a 'file' key with its file name.
     """
