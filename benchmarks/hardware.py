@@ -95,7 +95,7 @@ def run(device, quick=False):
     record["powers_of_two"] = powers_of_two(device, quick)
     record["mixed_precision"] = mixed_precision(device, quick, on_gpu)
     if memory is not None and hasattr(memory, "activation_bytes"):
-        record["memory"] = memory_rows(device, grid)
+        record["memory"] = memory_rows(device, grid, quick)
     return record
 
 
@@ -138,18 +138,61 @@ def mixed_precision(device, quick, on_gpu):
     return out
 
 
-def memory_rows(device, grid):
-    """Saved-activation bytes against B for the chapter's models, and their state bytes (SGD)."""
+def memory_rows(device, grid, quick=False):
+    """Memory against B (the memory section's functions): saved-activation bytes, state bytes and the whole
+    peak of a step for the chapter's models; then the largest batch for a budget, predicted from two peaks and
+    found by the out-of-memory-safe finder (on a GPU against its real memory, elsewhere against a budget)."""
     out = {}
     for name, (make, in_shape) in chapter_models(device).items():
         model = make().to(device)
         num_classes = 1000 if name == "gpu_mlp" else 10
-        acts = [memory.activation_bytes(model, *hw.synthetic_batch(b, in_shape, num_classes, device))
-                for b in grid[:12]]
-        out[name] = {"batch_sizes": grid[:12], "activation_bytes": acts}
+        sizes = grid[:12]
+        row = {"batch_sizes": sizes, "activation_bytes": [
+            memory.activation_bytes(model, *hw.synthetic_batch(b, in_shape, num_classes, device)) for b in sizes]}
         if hasattr(memory, "state_bytes"):
-            out[name]["state_bytes_sgd"] = memory.state_bytes(model, "sgd")
+            row["state_bytes_sgd"] = memory.state_bytes(model, "sgd")
+        if hasattr(memory, "peak_bytes"):
+            row["peak_bytes_sgd"] = [memory.peak_bytes(model, *hw.synthetic_batch(b, in_shape, num_classes, device))
+                                     for b in sizes[:3 if quick else 8]]
+        out[name] = row
+    if all(hasattr(memory, f) for f in ("peak_bytes", "predict_max_batch_size", "find_batch_size")):
+        out["finder"] = finder_row(device, quick)
     return out
+
+
+def finder_row(device, quick):
+    """The finder's answer against the two-point prediction, for one model and memory budget."""
+    on_gpu = torch.device(device).type == "cuda"
+    name = "gpu_mlp" if on_gpu else "mlp"
+    make, in_shape = chapter_models(device)[name]
+    num_classes = 1000 if on_gpu else 10
+    model = make().to(device)
+
+    def peak(b):
+        return memory.peak_bytes(model, *hw.synthetic_batch(b, in_shape, num_classes, device))
+
+    if on_gpu:  # the real device: what is free now, less nothing; the finder meets real out-of-memory errors
+        budget = torch.cuda.mem_get_info(device)[0]
+        cap = 2 ** 22
+
+        def try_step(b):  # drawn on the device: a CPU draw of millions of examples would take minutes
+            X = torch.randn(b, *in_shape, device=device)
+            y = torch.randint(num_classes, (b,), device=device)
+            hw.make_train_step(model, X, y)()
+            torch.cuda.synchronize(device)
+    else:  # a simulated device of a fixed budget (a real CPU out-of-memory would hit the whole machine)
+        budget, cap = (2 * 2**20, 4096) if quick else (64 * 2**20, 2 ** 16)
+        X, y = hw.synthetic_batch(cap, in_shape, num_classes, device)
+        try_step = memory.step_within_budget(model, X, y, budget) if hasattr(memory, "step_within_budget") else None
+    pair = (256, 512) if quick else ((4096, 8192) if on_gpu else (1024, 2048))
+    predicted, per_example, fixed = memory.predict_max_batch_size(peak, budget, pair)
+    row = {"model": name, "budget_bytes": int(budget), "predicted": int(predicted),
+           "bytes_per_example": float(per_example), "fixed_bytes": float(fixed), "cap": cap,
+           "simulated_budget": not on_gpu}
+    if try_step is not None:
+        found = memory.find_batch_size(try_step, cap, margin=0.0)
+        row.update(found=found.largest_fit, smallest_failed=found.smallest_failed, tries=len(found.tries))
+    return row
 
 
 def main(argv=None):

@@ -318,6 +318,9 @@ def test_benchmark_script_writes_a_file_the_loader_reads(tmp_path):
     pot = r["powers_of_two"]
     assert np.array(pot["seconds_per_step"]).shape == (2, len(pot["batch_sizes"]))
     assert set(r["mixed_precision"]) >= {"float32", "bfloat16"}
+    finder = r.get("memory", {}).get("finder")
+    if finder is not None:  # the finder against the budget agrees with the prediction from two peaks
+        assert finder["found"] == finder["predicted"] and finder["smallest_failed"] == finder["found"] + 1
 
 
 def test_load_results_of_a_missing_folder_is_empty(tmp_path):
