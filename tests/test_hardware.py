@@ -302,7 +302,8 @@ def test_device_slug_is_file_name_safe():
 
 def test_benchmark_script_writes_a_file_the_loader_reads(tmp_path):
     subprocess.run([sys.executable, str(REPO / "benchmarks" / "hardware.py"), "--quick", "--out", str(tmp_path)],
-                   check=True, timeout=300, capture_output=True)
+                   check=True, timeout=300, capture_output=True,
+                   env=os.environ | {"OMP_NUM_THREADS": "1"})  # one thread: no oversubscription on a shared machine
     (tmp_path / "notes.json").write_text(json.dumps({"not": "a result"}))  # ignored: no provenance
     results = hw.load_results(tmp_path)
     assert len(results) == 1
