@@ -162,7 +162,7 @@ def count_flops(fn):
 def measured_matmul_peak(size=1024, dtype=torch.float32, device=None, repeats=10, threads=None):
     """FLOP/s of a square matmul of the given size: the practical peak a device reaches. Introduced in chapter 4.
 
-    Returns (flops_per_s, Timing); 2 * size**3 operations per matmul.
+    Returns (flops_per_s, Timing); a matmul of two size x size matrices takes 2 size^3 operations.
     """
     size = check_positive_int(size, "size")
     device = default_device() if device is None else device
