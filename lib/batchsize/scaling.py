@@ -1,0 +1,356 @@
+"""Steps to a result against batch size: the sweep, the critical-batch fit and the sharpness of a minimum.
+
+The sweep (Shallue et al. 2019) trains, for each batch size, a window of learning rates x seeds as one batched
+model (`train.train_many`) that stops each run at the hardest target, and reads off the first step at which each
+run reaches each target. The fit is McCandlish et al.'s (2018) S(B) = S_min (1 + B_crit / B), equivalently
+E(B) = B S(B) = E_min (1 + B / B_crit) with E_min = S_min B_crit. Sharpness is the top eigenvalue of the
+training-loss Hessian, found by power iteration on Hessian-vector products.
+"""
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ._checks import as_positive_array, check_data, check_positive_float, check_positive_int
+from .train import TrainConfig, train_many
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# steps to target
+
+
+def steps_to_target(eval_steps, values, targets, metric="test_loss"):
+    """First evaluation step at which each run reaches each target, (num_targets, num_runs); inf if never.
+
+    Introduced in chapter 2 (batch-size trade-offs). `values` is a History's test_loss or test_acc,
+    (num_runs, num_evals); a loss reaches a target at or below it, an accuracy at or above it. NaN (a run that
+    stopped or diverged) never counts as reached.
+    """
+    if metric not in ("test_loss", "test_acc"):
+        raise ValueError(f"metric must be 'test_loss' or 'test_acc', got {metric!r}")
+    values = np.asarray(values, dtype=float)
+    eval_steps = np.asarray(eval_steps)
+    if values.ndim != 2 or values.shape[1] != len(eval_steps):
+        raise ValueError(f"values must be (num_runs, {len(eval_steps)}), got shape {values.shape}")
+    targets = np.atleast_1d(np.asarray(targets, dtype=float))  # (num_targets,)
+    with np.errstate(invalid="ignore"):
+        there = values[None] <= targets[:, None, None] if metric == "test_loss" else \
+            values[None] >= targets[:, None, None]  # (num_targets, num_runs, num_evals)
+    first = eval_steps[there.argmax(-1)].astype(float)
+    return np.where(there.any(-1), first, np.inf)
+
+
+def median_steps(steps):
+    """Median over seeds (last axis) that is inf when half or more of the seeds never reached the target."""
+    steps = np.asarray(steps, dtype=float)
+    unreached = np.isinf(steps).sum(-1) * 2 >= steps.shape[-1]
+    return np.where(unreached, np.inf, np.median(np.where(np.isinf(steps), np.inf, steps), axis=-1))
+
+
+@dataclass
+class Sweep:
+    """Steps to each target at each batch size, at the learning rate tuned for it. Introduced in chapter 2."""
+
+    batch_sizes: np.ndarray  # (num_batch_sizes,)
+    targets: np.ndarray  # (num_targets,), hardest last
+    seeds: np.ndarray  # (num_seeds,)
+    steps: np.ndarray  # (num_targets, num_batch_sizes, num_seeds) at the tuned lr; inf if not reached
+    best_lr: np.ndarray  # (num_targets, num_batch_sizes)
+    tried: list  # per batch size: (lrs (num_lrs,), steps (num_targets, num_lrs, num_seeds), diverged (num_lrs, num_seeds))
+    params: list  # per batch size: {name: (num_seeds, ...)} of the tuned runs for the hardest target, where they stopped
+    num_runs: int  # training runs in all, the reruns included
+    metric: str
+
+    @property
+    def median(self):
+        """Median steps over seeds, (num_targets, num_batch_sizes)."""
+        return median_steps(self.steps)
+
+
+def sweep_steps(make_model, data, batch_sizes, lrs, targets, seeds=(0, 1, 2), cfg=TrainConfig(), metric="test_loss",
+                max_steps=20000, first_lrs=None, window=(0.25, 1.0), slack=1.25):
+    """Steps to each target for each batch size at its tuned learning rate. Introduced in chapter 2.
+
+    Batch sizes are taken from the largest down. The largest tries `first_lrs` (default: the whole `lrs` grid)
+    within `max_steps`; each smaller one tries the grid points within `window` times the previous tuned learning
+    rate (of the hardest target), and the window widens while the best lies on its edge. A smaller batch never
+    needs more examples than a larger one (E(B) is increasing), so batch size B gets a budget of `slack` x
+    (B_prev / B) x the slowest tuned run at B_prev steps; a run that has not answered within it is slower than
+    the tuned one and changes no tuned result. Tuned runs that did not answer are rerun with `max_steps`.
+    window=(0, inf) with slack=inf is the unpruned sweep.
+    """
+    batch_sizes = np.sort(as_positive_array(batch_sizes, "batch_sizes", integer=True))[::-1]
+    lrs = np.sort(as_positive_array(lrs, "lrs"))
+    targets = np.atleast_1d(np.asarray(targets, dtype=float))
+    if targets.ndim != 1 or not np.all(np.isfinite(targets)):
+        raise ValueError(f"targets must be a finite number or 1-D sequence of numbers, got {targets!r}")
+    hardest = targets.min() if metric == "test_loss" else targets.max()
+    seeds = np.atleast_1d(np.asarray(seeds, dtype=int))
+    check_positive_int(max_steps, "max_steps")
+    lo, hi = window
+    if not 0 <= lo <= 1 <= hi:
+        raise ValueError(f"window must be (low, high) with 0 <= low <= 1 <= high, got {window!r}")
+    if np.isfinite(slack):
+        check_positive_float(slack, "slack")
+    cfg = replace(cfg, target=float(hardest), target_metric=metric, progress=False)
+    out_steps = np.full((len(targets), len(batch_sizes), len(seeds)), np.inf)
+    best_lr = np.full((len(targets), len(batch_sizes)), np.nan)
+    tried, params, num_runs = [], [], 0
+    prev_lr, budget = None, max_steps
+    hard = int(np.argmin(targets) if metric == "test_loss" else np.argmax(targets))
+    for j, batch_size in enumerate(batch_sizes):
+        run_cfg = replace(cfg, batch_size=int(batch_size), num_steps=int(budget))
+        if prev_lr is None:
+            cand = lrs if first_lrs is None else np.sort(as_positive_array(first_lrs, "first_lrs"))
+        else:
+            cand = lrs[(lrs >= lo * prev_lr * (1 - 1e-9)) & (lrs <= hi * prev_lr * (1 + 1e-9))]
+        results = {}  # lr -> (steps (num_targets, num_seeds), diverged (num_seeds,), params {name: (num_seeds, ...)})
+        while True:
+            new = [lr for lr in cand if lr not in results]
+            if new:
+                hist = train_many(make_model, data, new, seeds, run_cfg)
+                num_runs += len(new) * len(seeds)
+                s = steps_to_target(hist.eval_steps, getattr(hist, metric), targets, metric)
+                for k, lr in enumerate(new):
+                    rows = slice(k * len(seeds), (k + 1) * len(seeds))
+                    results[lr] = (s[:, rows], hist.diverged[rows],
+                                   {n: v[rows] for n, v in hist.params.items()})
+            tried_lrs = np.array(sorted(results))
+            med = median_steps(np.stack([results[lr][0][hard] for lr in tried_lrs]))  # (num_lrs,)
+            if not np.isfinite(med).any() and run_cfg.num_steps < max_steps:  # the budget was too tight: retry
+                run_cfg, budget, results = replace(run_cfg, num_steps=max_steps), max_steps, {}
+                continue
+            k = len(med) - 1 - int(np.argmin(med[::-1]))  # ties go to the larger learning rate
+            grow = []
+            if not np.isfinite(med).any() and tried_lrs[0] > lrs[0]:  # too noisy to get there: smaller lrs
+                grow.append(lrs[lrs < tried_lrs[0]][-1])
+            if np.isfinite(med[k]) and k == len(tried_lrs) - 1 and tried_lrs[-1] < lrs[-1]:
+                grow.append(lrs[lrs > tried_lrs[-1]][0])
+            if np.isfinite(med[k]) and k == 0 and tried_lrs[0] > lrs[0]:
+                grow.append(lrs[lrs < tried_lrs[0]][-1])
+            if not grow:
+                break
+            cand = np.concatenate([cand, grow])
+        all_steps = np.stack([results[lr][0] for lr in tried_lrs], 1)  # (num_targets, num_lrs, num_seeds)
+        diverged = np.stack([results[lr][1] for lr in tried_lrs])
+        for t in range(len(targets)):
+            m = median_steps(all_steps[t])
+            if np.isfinite(m).any():
+                best = len(m) - 1 - int(np.argmin(m[::-1]))  # ties go to the larger learning rate
+                best_lr[t, j] = tried_lrs[best]
+                out_steps[t, j] = all_steps[t, best]
+        lr_hard = best_lr[hard, j]
+        if np.isnan(lr_hard):
+            raise RuntimeError(f"no learning rate reached the target {hardest} at batch size {batch_size} within "
+                               f"{budget} steps; raise max_steps or pick an easier target")
+        p = results[lr_hard][2]
+        missing = np.isinf(results[lr_hard][0]).any(0)  # seeds of the tuned lr that did not answer in the budget
+        if missing.any() and budget < max_steps:
+            rerun = train_many(make_model, data, [lr_hard], seeds[missing], replace(run_cfg, num_steps=max_steps))
+            num_runs += int(missing.sum())
+            s = steps_to_target(rerun.eval_steps, getattr(rerun, metric), targets, metric)  # (num_targets, num_missing)
+            for t in range(len(targets)):
+                if best_lr[t, j] == lr_hard:
+                    out_steps[t, j, missing] = s[t]
+            all_steps[:, list(tried_lrs).index(lr_hard), missing] = s
+            p = {n: v.clone() for n, v in p.items()}
+            for n in p:
+                p[n][torch.from_numpy(missing)] = rerun.params[n]
+        tried.append((tried_lrs, all_steps, diverged))
+        params.append(p)
+        prev_lr = lr_hard
+        if j + 1 < len(batch_sizes) and np.isfinite(slack):
+            finite = out_steps[hard, j][np.isfinite(out_steps[hard, j])]
+            ratio = batch_size / batch_sizes[j + 1]
+            budget = int(min(max_steps, np.ceil(slack * ratio * finite.max())))
+    order = np.argsort(batch_sizes)  # report in increasing batch size
+    return Sweep(batch_sizes[order], targets, seeds, out_steps[:, order], best_lr[:, order],
+                 [tried[i] for i in order], [params[i] for i in order], num_runs, metric)
+
+
+def run_model(make_model, params, i):
+    """Model i of stacked parameters {name: (num_runs, ...)}, e.g. a run of `Sweep.params`. Introduced in chapter 2."""
+    model = make_model()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            p.copy_(params[name][i])
+    return model
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the critical batch size
+
+
+@dataclass
+class CriticalFit:
+    """S(B) = S_min (1 + B_crit / B) fitted to steps-to-target. Introduced in chapter 2 (batch-size trade-offs)."""
+
+    s_min: float  # fewest steps, reached as B -> infinity
+    b_crit: float  # critical batch size
+    rms_log_residual: float  # root-mean-square of log(S / fit)
+
+    @property
+    def e_min(self):
+        """Fewest examples, reached as B -> 0: E_min = S_min B_crit."""
+        return self.s_min * self.b_crit
+
+    def steps(self, batch_size):
+        """Fitted S(B)."""
+        return self.s_min * (1 + self.b_crit / np.asarray(batch_size, dtype=float))
+
+
+def fit_critical_batch(batch_sizes, steps):
+    """Least-squares fit of log S = log S_min + log(1 + B_crit / B). Introduced in chapter 2.
+
+    For each B_crit the best S_min is closed-form (the mean log residual); B_crit is found by a fine log grid and
+    refined with scipy's bounded scalar minimiser. Batch sizes whose steps are inf (never reached) are dropped.
+    """
+    batch_sizes = as_positive_array(batch_sizes, "batch_sizes")
+    steps = np.asarray(steps, dtype=float)
+    if steps.shape != batch_sizes.shape:
+        raise ValueError(f"steps must have one entry per batch size, shape {batch_sizes.shape}, got {steps.shape}")
+    keep = np.isfinite(steps)
+    if np.any(steps[keep] <= 0):
+        raise ValueError(f"steps must be > 0, got {steps}")
+    if keep.sum() < 3:
+        raise ValueError(f"need at least 3 batch sizes with a finite step count to fit two parameters, "
+                         f"got {int(keep.sum())}")
+    B, log_s = batch_sizes[keep], np.log(steps[keep])
+
+    def loss(log_bc):
+        shape = np.log1p(np.exp(log_bc) / B)
+        log_smin = np.mean(log_s - shape)
+        return np.sum((log_s - log_smin - shape) ** 2), log_smin
+
+    grid = np.linspace(np.log(B.min()) - 5, np.log(B.max()) + 5, 2001)
+    k = int(np.argmin([loss(g)[0] for g in grid]))
+    from scipy.optimize import minimize_scalar
+
+    res = minimize_scalar(lambda g: loss(g)[0], bounds=(grid[max(k - 1, 0)], grid[min(k + 1, len(grid) - 1)]),
+                          method="bounded", options={"xatol": 1e-10})
+    log_bc = float(res.x) if res.fun <= loss(grid[k])[0] else float(grid[k])
+    sse, log_smin = loss(log_bc)
+    return CriticalFit(float(np.exp(log_smin)), float(np.exp(log_bc)), float(np.sqrt(sse / len(B))))
+
+
+def bootstrap_critical_batch(batch_sizes, steps, num_boot=1000, seed=0):
+    """B_crit and S_min refitted on seed resamples: arrays (num_boot,) each. Introduced in chapter 2.
+
+    `steps` is (num_batch_sizes, num_seeds); each resample draws seeds with replacement independently per batch
+    size and fits the median steps.
+    """
+    batch_sizes = as_positive_array(batch_sizes, "batch_sizes")
+    steps = np.asarray(steps, dtype=float)
+    if steps.ndim != 2 or len(steps) != len(batch_sizes):
+        raise ValueError(f"steps must be (num_batch_sizes, num_seeds) = ({len(batch_sizes)}, ...), "
+                         f"got shape {steps.shape}")
+    check_positive_int(num_boot, "num_boot")
+    rng = np.random.default_rng(seed)
+    pick = rng.integers(0, steps.shape[1], size=(num_boot, *steps.shape))  # (num_boot, num_batch_sizes, num_seeds)
+    resampled = np.take_along_axis(np.broadcast_to(steps, pick.shape), pick, -1)
+    meds = median_steps(resampled)  # (num_boot, num_batch_sizes)
+    fits = [fit_critical_batch(batch_sizes, m) for m in meds]
+    return np.array([f.b_crit for f in fits]), np.array([f.s_min for f in fits])
+
+
+def local_slopes(batch_sizes, steps):
+    """Slope d log S / d log B between neighbouring batch sizes, (num_batch_sizes - 1,). Introduced in chapter 2."""
+    batch_sizes = as_positive_array(batch_sizes, "batch_sizes")
+    steps = as_positive_array(steps, "steps")
+    if steps.shape != batch_sizes.shape:
+        raise ValueError(f"steps must have one entry per batch size, shape {batch_sizes.shape}, got {steps.shape}")
+    return np.diff(np.log(steps)) / np.diff(np.log(batch_sizes))
+
+
+def regime_slope(batch_sizes, steps, lo=None, hi=None):
+    """Least-squares slope of log S against log B over lo <= B <= hi. Introduced in chapter 2."""
+    batch_sizes = as_positive_array(batch_sizes, "batch_sizes")
+    steps = np.asarray(steps, dtype=float)
+    sel = np.isfinite(steps) & (batch_sizes >= (lo or 0)) & (batch_sizes <= (hi or np.inf))
+    if sel.sum() < 2:
+        raise ValueError(f"need at least 2 batch sizes with finite steps in [{lo}, {hi}], got {int(sel.sum())}")
+    return float(np.polyfit(np.log(batch_sizes[sel]), np.log(steps[sel]), 1)[0])
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# sharpness
+
+
+def top_hessian_eigenvalue(model, X, y, num_iters=100, tol=1e-4, seed=0, loss_fn=None):
+    """Largest-magnitude eigenvalue of the Hessian of the mean loss over (X, y). Introduced in chapter 2.
+
+    Power iteration on Hessian-vector products (double backward), from a seeded random start; stops when the
+    estimate changes by less than `tol` (relative). Trainable parameters only. Returns a float.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    check_data(X, y)
+    check_positive_int(num_iters, "num_iters")
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("model has no trainable parameters (requires_grad=True)")
+    if X.dtype != params[0].dtype:
+        raise TypeError(f"X must have the dtype of the model's parameters ({params[0].dtype}), got {X.dtype}")
+    if loss_fn is None and y.dtype != torch.long:
+        raise TypeError(f"y must hold integer class labels (torch.long), got dtype {y.dtype}")
+    with torch.enable_grad():
+        out = model(X)
+        if loss_fn is None and (y.min() < 0 or y.max() >= out.shape[-1]):
+            raise ValueError(f"labels must lie in 0..{out.shape[-1] - 1} (the model's classes), "
+                             f"got {int(y.min())}..{int(y.max())}")
+        loss = F.cross_entropy(out, y) if loss_fn is None else loss_fn(out, y)
+        grads = torch.autograd.grad(loss, params, create_graph=True)
+    gen = torch.Generator().manual_seed(int(seed))
+    v = [torch.randn(p.shape, generator=gen, dtype=p.dtype).to(p.device) for p in params]
+    norm = torch.sqrt(sum((u * u).sum() for u in v))
+    v = [u / norm for u in v]
+    eig = None
+    for _ in range(num_iters):
+        hv = torch.autograd.grad(grads, params, grad_outputs=v, retain_graph=True)
+        new = float(sum((a * b).sum() for a, b in zip(hv, v)))  # Rayleigh quotient v.Hv
+        norm = torch.sqrt(sum((h * h).sum() for h in hv))
+        if norm == 0:
+            return 0.0
+        v = [h / norm for h in hv]
+        if eig is not None and abs(new - eig) <= tol * abs(new):
+            return new
+        eig = new
+    return eig
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the figure
+
+
+def plot_steps(sweep, ax=None, fit=True):
+    """Steps to each target against batch size, log-log: median over seeds with the seed range, the fit, and
+    perfect scaling S proportional to 1/B through the smallest batch size. Introduced in chapter 2.
+
+    Returns the axes and the fits (one CriticalFit per target, None where fewer than 3 points are finite).
+    """
+    import matplotlib.pyplot as plt
+
+    from .plots import PALETTE
+
+    if not isinstance(sweep, Sweep):
+        raise TypeError(f"sweep must be a scaling.Sweep (from sweep_steps), got {type(sweep).__name__}")
+    ax = plt.subplots()[1] if ax is None else ax
+    B, fits = sweep.batch_sizes.astype(float), []
+    curve = np.geomspace(B.min(), B.max(), 200)
+    name = "loss" if sweep.metric == "test_loss" else "accuracy"
+    for t, (target, color) in enumerate(zip(sweep.targets, PALETTE)):
+        med, steps = sweep.median[t], sweep.steps[t]  # (num_B,), (num_B, num_seeds)
+        ok = np.isfinite(med)
+        lo = np.where(np.isfinite(steps), steps, np.nan)
+        ax.errorbar(B[ok], med[ok], yerr=[med[ok] - np.nanmin(lo[ok], 1), np.nanmax(lo[ok], 1) - med[ok]],
+                    fmt="o", ms=4, color=color, capsize=2, label=f"{name} {target:g}")
+        f = fit_critical_batch(B, med) if fit and ok.sum() >= 3 else None
+        fits.append(f)
+        if f is not None:
+            ax.plot(curve, f.steps(curve), color=color, lw=1.2)
+        first = int(np.argmax(ok))
+        ax.plot(curve, med[first] * B[first] / curve, ":", color=color, lw=1)
+    ax.set(xscale="log", yscale="log", xlabel="batch size B (examples)", ylabel="steps to target S(B)")
+    return ax, fits
