@@ -1,11 +1,14 @@
 """The lesson library of the book "Batch size in machine-learning training".
 
 One flat package of small modules, each named after what it holds:
-data (MNIST-1D, synthetic regression), models (MLP, 1-D CNN), sim (noisy-quadratic SGD simulator),
-grads (per-example gradient statistics), train (fast seeded SGD, many runs at once), plots (book style),
-widgets (interactive figures), hardware (devices and provenance).
+data (MNIST-1D, synthetic regression), models (MLP, 1-D CNN), sim (noisy-quadratic SGD simulator and model),
+grads (per-example gradient statistics), train (fast seeded SGD and Adam, many runs at once, schedules),
+scaling (steps to a target against the batch size, the critical batch size, sharpness), hardware (devices,
+timing, throughput, FLOPs and provenance), memory (bytes against the batch size, the largest batch that fits),
+parallel (gradient accumulation and data-parallel training), plots (book style), widgets (interactive figures).
 """
-from . import data, grads, hardware, models, plots, sim, train, widgets
+from . import data, grads, hardware, memory, models, parallel, plots, scaling, sim, train, widgets
 
-__all__ = ["data", "grads", "hardware", "models", "plots", "sim", "train", "widgets"]
+__all__ = ["data", "grads", "hardware", "memory", "models", "parallel", "plots", "scaling", "sim", "train",
+           "widgets"]
 __version__ = "0.1.0"
