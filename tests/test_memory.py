@@ -254,7 +254,12 @@ torch.manual_seed(0)
 model = models.MLP(784, (1024, 1024), 10)
 X, y = torch.randn(8000, 784), torch.randint(10, (8000,))
 memory.training_step(model, X[:8], y[:8])  # allocate what a first step needs before the limit
-vm_size = next(int(line.split()[1]) * 1024 for line in open("/proc/self/status") if line.startswith("VmSize"))
+
+
+def vm_size():
+    return next(int(line.split()[1]) * 1024 for line in open("/proc/self/status") if line.startswith("VmSize"))
+
+
 errors = []
 
 def try_step(batch_size):
@@ -264,21 +269,29 @@ def try_step(batch_size):
         errors.append(f"{type(error).__name__}: {error}")
         raise
 
+before = vm_size()
 soft, hard = resource.getrlimit(resource.RLIMIT_AS)
-resource.setrlimit(resource.RLIMIT_AS, (vm_size + 64 * 2**20, hard))  # only the soft limit: it can be restored
+resource.setrlimit(resource.RLIMIT_AS, (before + 64 * 2**20, hard))  # only the soft limit: it can be restored
 try:
-    result = memory.find_batch_size(try_step, len(X), margin=0.1)
-    memory.training_step(model, X[:result.batch_size], y[:result.batch_size])  # fits after the failures
+    first = memory.find_batch_size(try_step, len(X), margin=0.1)
+    after = vm_size()
+    second = memory.find_batch_size(try_step, len(X), margin=0.1)
+    memory.training_step(model, X[:second.batch_size], y[:second.batch_size])
 finally:
     resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
-print(json.dumps({"largest_fit": result.largest_fit, "smallest_failed": result.smallest_failed,
-                  "tries": result.tries, "errors": errors}))
+print(json.dumps({"largest_fit": first.largest_fit, "smallest_failed": first.smallest_failed,
+                  "second_largest_fit": second.largest_fit, "tries": first.tries, "errors": errors,
+                  "retained_bytes": after - before}))
 """
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RLIMIT_AS and /proc/self/status are Linux's")
 def test_finder_survives_a_real_cpu_allocation_failure_under_rlimit_as():
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    # The address space should measure what is still allocated: a fixed mmap threshold makes glibc return every
+    # large block to the system when it is freed (its default, dynamic threshold keeps some in the heap), and
+    # MKL_DISABLE_FAST_MM stops MKL from caching its matrix-multiplication buffers.
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "MALLOC_MMAP_THRESHOLD_": "65536",
+           "MKL_DISABLE_FAST_MM": "1"}
     proc = subprocess.run([sys.executable, "-c", RLIMIT_SCRIPT], capture_output=True, text=True, timeout=240,
                           env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -287,7 +300,10 @@ def test_finder_survives_a_real_cpu_allocation_failure_under_rlimit_as():
     assert all("can't allocate memory" in e and e.startswith("RuntimeError") for e in out["errors"])
     assert 1 <= out["largest_fit"] < 8000
     assert out["smallest_failed"] == out["largest_fit"] + 1
-    assert len(out["errors"]) == sum(not ok for _, ok in out["tries"])
+    # nothing of the failed steps is kept: the address space is back within 4 MiB of where it started (one
+    # hidden activation of a failed step is about 16 MiB), and a second search finds the same batch within 2 %
+    assert out["retained_bytes"] < 4 * 2**20, out["retained_bytes"]
+    assert abs(out["second_largest_fit"] - out["largest_fit"]) <= 0.02 * out["largest_fit"]
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -92,14 +92,23 @@ def make_optimizer(model, optimizer="sgd", lr=0.01):
     return torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9 if optimizer == "momentum" else 0.0)
 
 
-def training_step(model, X, y, optimizer=None, loss_fn=None):
-    """One step: forward, mean loss, backward, optimizer step if given, gradients freed. Introduced in chapter 4."""
-    loss = F.cross_entropy(model(X), y) if loss_fn is None else loss_fn(model(X), y)
-    loss.backward()
-    if optimizer is not None:
-        optimizer.step()
-    model.zero_grad(set_to_none=True)
-    return float(loss.detach())
+def training_step(model, X, y, optimizer=None, loss_fn=None, num_micro_batches=1, before_micro_batch=None):
+    """One step: forward, mean loss, backward, optimizer step if given, gradients freed (also when it fails).
+
+    Introduced in chapter 4 (memory).
+
+    With num_micro_batches > 1 the gradient is accumulated over that many slices of the batch
+    (parallel.accumulate_gradients) before the one optimizer step. Returns the mean loss.
+    """
+    from .parallel import accumulate_gradients
+
+    try:
+        loss = accumulate_gradients(model, X, y, num_micro_batches, loss_fn, before_micro_batch)
+        if optimizer is not None:
+            optimizer.step()
+    finally:  # also after an out-of-memory error: a backward pass that failed half-way leaves some gradients
+        model.zero_grad(set_to_none=True)
+    return loss
 
 
 def _resident_bytes(model, optimizer, X, y):
@@ -110,12 +119,13 @@ def _resident_bytes(model, optimizer, X, y):
     return sum({t.untyped_storage()._cdata: t.untyped_storage().nbytes() for t in tensors}.values())
 
 
-def peak_breakdown(model, X, y, optimizer="sgd", lr=0.01):
+def peak_breakdown(model, X, y, optimizer="sgd", lr=0.01, num_micro_batches=1):
     """The peak of one training step split by kind (MemTracker), in bytes. Introduced in chapter 4 (memory).
 
     Keys: parameters, buffers, gradients, activations, temporaries, optimizer, inputs (the batch), total. A first
     step runs untracked so that the optimizer's state exists, as in every step after the first; both steps
-    change the model's parameters. Works on any device, also under FakeTensorMode.
+    change the model's parameters. Works on any device, also under FakeTensorMode. With num_micro_batches > 1
+    the step accumulates gradients over that many slices of the batch.
     """
     from torch.distributed._tools.mem_tracker import MemTracker
 
@@ -123,11 +133,12 @@ def peak_breakdown(model, X, y, optimizer="sgd", lr=0.01):
     check_data(X, y, floating=False)
     opt = make_optimizer(model, optimizer, lr)
     if optimizer != "sgd":
-        training_step(model, X, y, opt)
+        training_step(model, X, y, opt, num_micro_batches=num_micro_batches)
     tracker = MemTracker()
     tracker.track_external(model, opt, X, y)
-    with tracker:
-        training_step(model, X, y, opt)
+    with tracker:  # the tracker's per-module statistics allow one forward pass: reset them before each
+        training_step(model, X, y, opt, num_micro_batches=num_micro_batches,
+                      before_micro_batch=tracker.reset_mod_stats)
     snapshot = tracker.get_tracker_snapshot("peak")
     names = {"Parameter": "parameters", "Buffer": "buffers", "Gradient": "gradients", "Activation": "activations",
              "Temp": "temporaries", "Optstate": "optimizer", "Other": "inputs", "Total": "total"}
@@ -138,7 +149,7 @@ def peak_breakdown(model, X, y, optimizer="sgd", lr=0.01):
     return out
 
 
-def peak_bytes(model, X, y, optimizer="sgd", lr=0.01):
+def peak_bytes(model, X, y, optimizer="sgd", lr=0.01, num_micro_batches=1):
     """Peak bytes of one training step: the CUDA allocator's peak on a GPU, MemTracker's elsewhere.
 
     Introduced in chapter 4 (memory). Counts parameters, buffers, optimizer state and the batch as well as what
@@ -147,14 +158,14 @@ def peak_bytes(model, X, y, optimizer="sgd", lr=0.01):
     _check_model(model)
     check_data(X, y, floating=False)
     if X.device.type != "cuda":
-        return peak_breakdown(model, X, y, optimizer, lr)["total"]
+        return peak_breakdown(model, X, y, optimizer, lr, num_micro_batches)["total"]
     opt = make_optimizer(model, optimizer, lr)
     if optimizer != "sgd":
-        training_step(model, X, y, opt)
+        training_step(model, X, y, opt, num_micro_batches=num_micro_batches)
     torch.cuda.synchronize(X.device)
     before = torch.cuda.memory_allocated(X.device)
     torch.cuda.reset_peak_memory_stats(X.device)
-    training_step(model, X, y, opt)
+    training_step(model, X, y, opt, num_micro_batches=num_micro_batches)
     torch.cuda.synchronize(X.device)
     return int(torch.cuda.max_memory_allocated(X.device) - before + _resident_bytes(model, opt, X, y))
 

@@ -30,26 +30,32 @@ def flat_grad(model):
 
 
 def _micro_batches(num_examples, num_micro_batches):
+    """num_micro_batches contiguous slices covering range(num_examples), sizes differing by at most one."""
     k = check_positive_int(num_micro_batches, "num_micro_batches")
     if k > num_examples:
         raise ValueError(f"num_micro_batches must be at most the number of examples ({num_examples}), got {k}")
-    return torch.arange(num_examples).tensor_split(k)
+    bounds = [num_examples * i // k for i in range(k + 1)]
+    return [slice(start, stop) for start, stop in zip(bounds[:-1], bounds[1:])]
 
 
-def accumulate_gradients(model, X, y, num_micro_batches, loss_fn=None):
+def accumulate_gradients(model, X, y, num_micro_batches, loss_fn=None, before_micro_batch=None):
     """Backward passes over num_micro_batches slices of (X, y), adding into .grad the gradient of the mean loss.
 
     Introduced in chapter 4 (gradient accumulation). Each slice's mean loss is weighted by its share of the
     examples, so slices of unequal size still give the full batch's mean. Existing .grad values are added to,
-    as in PyTorch. Returns the full batch's mean loss.
+    as in PyTorch. before_micro_batch(), if given, runs before each slice (a memory tracker resets there).
+    Returns the full batch's mean loss.
     """
     num_examples = check_data(X, y, floating=False)
     total = 0.0
-    for idx in _micro_batches(num_examples, num_micro_batches):
-        out = model(X[idx])
-        loss = F.cross_entropy(out, y[idx]) if loss_fn is None else loss_fn(out, y[idx])
-        (loss * (len(idx) / num_examples)).backward()
-        total += float(loss.detach()) * len(idx) / num_examples
+    for rows in _micro_batches(num_examples, num_micro_batches):
+        if before_micro_batch is not None:
+            before_micro_batch()
+        out = model(X[rows])
+        loss = F.cross_entropy(out, y[rows]) if loss_fn is None else loss_fn(out, y[rows])
+        share = (rows.stop - rows.start) / num_examples
+        (loss * share).backward()
+        total += float(loss.detach()) * share
     return total
 
 
@@ -109,12 +115,12 @@ def accumulated_token_gradient(model, X, y, mask, num_micro_batches, normalize="
     slices = _micro_batches(num_sequences, num_micro_batches)
     total_tokens = mask.sum()
     model.zero_grad(set_to_none=True)
-    for idx in slices:
-        loss_sum = token_loss_sum(model, X[idx], y[idx], mask[idx])
+    for rows in slices:
+        loss_sum = token_loss_sum(model, X[rows], y[rows], mask[rows])
         if normalize == "global":
             loss = loss_sum / total_tokens
         else:
-            loss = loss_sum / mask[idx].sum().clamp(min=1) / len(slices)
+            loss = loss_sum / mask[rows].sum().clamp(min=1) / len(slices)
         loss.backward()
     grad = flat_grad(model).detach().clone()
     model.zero_grad(set_to_none=True)
