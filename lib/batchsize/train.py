@@ -11,7 +11,7 @@ plain callables of the step: a learning-rate schedule returns the factor that mu
 rate (`warmup`, `step_decay`, `cosine`, combined with `chain`), and a batch-size schedule returns the batch size
 of every run at that step. In `train_many` each learning rate may have its own schedule.
 """
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -415,3 +415,36 @@ def batch_schedule(batch_size, milestones, factor):
     check_positive_int(batch_size, "batch_size")
     grow = step_decay(milestones, factor)
     return lambda step: int(round(batch_size * grow(step)))
+
+
+@dataclass
+class Sweep:
+    """Final results of a batch-size x learning-rate grid. Introduced in chapter 3 (learning-rate scaling)."""
+
+    batch_sizes: np.ndarray  # (num_batch_sizes,)
+    lrs: np.ndarray  # (num_lrs,)
+    test_acc: np.ndarray  # (num_batch_sizes, num_lrs, num_seeds); NaN where the run diverged
+    test_loss: np.ndarray  # same shape
+    diverged: np.ndarray  # bool, same shape
+    histories: list  # one History per batch size, runs lr-major as in train_many
+
+
+def sweep(make_model, data, batch_sizes, lrs, seeds=(0,), cfg=TrainConfig(), num_epochs=None):
+    """Train every (batch size, lr, seed) with `train_many`, one batched call per batch size.
+
+    Introduced in chapter 3 (learning-rate scaling). With num_epochs, each batch size gets
+    num_epochs * (N // B) steps (a budget of examples); otherwise cfg.num_steps (a budget of steps).
+    """
+    batch_sizes = [check_positive_int(int(b), "batch_sizes") for b in np.atleast_1d(batch_sizes)]
+    lrs, seeds = np.atleast_1d(np.asarray(lrs, dtype=float)), list(np.atleast_1d(seeds))
+    results, histories = [], []
+    for batch_size in batch_sizes:
+        steps = cfg.num_steps if num_epochs is None else \
+            check_positive_int(num_epochs, "num_epochs") * (len(data[0]) // batch_size)
+        run_cfg = replace(cfg, batch_size=batch_size, num_steps=steps, eval_every=steps, progress=False)
+        hist = train_many(make_model, data, lrs, seeds, run_cfg)
+        histories.append(hist)
+        results.append([h.reshape(len(lrs), len(seeds)) for h in (hist.test_acc[:, -1], hist.test_loss[:, -1],
+                                                                  hist.diverged)])
+    acc, loss, div = (np.stack(r) for r in zip(*results))
+    return Sweep(np.array(batch_sizes), lrs, acc, loss, div.astype(bool), histories)
