@@ -518,3 +518,23 @@ def test_bad_schedule_arguments_raise():
         chain(1.0)
     with pytest.raises(ValueError, match="lr_schedules"):
         train_many(MLP, load_mnist1d(), lrs=[0.1, 0.2], lr_schedules=[warmup(3)], cfg=SHORT)
+
+
+def test_sweep_rows_equal_train_many_per_batch_size(data):
+    from batchsize.train import Sweep, sweep
+    cfg = replace(SHORT, num_steps=20)
+    res = sweep(MLP, data, [16, 64], [0.05, 0.2, 50.0], seeds=[0, 1], cfg=cfg, num_epochs=None)
+    assert isinstance(res, Sweep) and res.test_acc.shape == (2, 3, 2)
+    for i, b in enumerate([16, 64]):
+        ref = train_many(MLP, data, [0.05, 0.2, 50.0], [0, 1], replace(cfg, batch_size=b, eval_every=20))
+        np.testing.assert_allclose(res.test_acc[i], ref.test_acc[:, -1].reshape(3, 2), equal_nan=True)
+        np.testing.assert_array_equal(res.diverged[i], ref.diverged.reshape(3, 2))
+    assert res.diverged[:, 2].all() and not res.diverged[:, :2].any()  # lr 50 blows up, the others do not
+
+
+def test_sweep_epoch_budget_gives_epochs_times_steps_per_epoch(data):
+    from batchsize.train import sweep
+    res = sweep(MLP, data, [1000, 2000], 0.1, seeds=[0], cfg=SHORT, num_epochs=3)
+    assert [h.eval_steps[-1] for h in res.histories] == [3 * 4, 3 * 2]
+    with pytest.raises(ValueError, match="num_epochs"):
+        sweep(MLP, data, [1000], 0.1, cfg=SHORT, num_epochs=0)
