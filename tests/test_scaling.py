@@ -9,8 +9,9 @@ from torch import nn
 
 from batchsize.data import load_mnist1d
 from batchsize.models import MLP
-from batchsize.scaling import (bootstrap_critical_batch, fit_critical_batch, local_slopes, median_steps,
-                               regime_slope, run_model, steps_to_target, sweep_steps, top_hessian_eigenvalue)
+from batchsize.scaling import (Sweep, bootstrap_critical_batch, fit_critical_batch, local_slopes, median_steps,
+                               plot_steps, regime_slope, run_model, steps_to_target, sweep_steps,
+                               top_hessian_eigenvalue)
 from batchsize.train import TrainConfig, train, train_many
 
 
@@ -169,3 +170,20 @@ def test_top_hessian_eigenvalue_bad_inputs_raise(call, error, match):
     X, y = torch.randn(8, 40), torch.randint(0, 10, (8,))
     with pytest.raises(error, match=match):
         call(model, X, y)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the figure
+
+
+def test_plot_steps_fits_each_target_and_rejects_other_input():
+    import matplotlib
+    matplotlib.use("Agg")
+    B = 2 ** np.arange(1, 12)
+    steps = np.stack([s * (1 + b / B) for s, b in ((20, 30), (60, 90))])[..., None] * np.ones(3)  # (2, 11, 3)
+    sweep = Sweep(B, np.array([1.8, 1.5]), np.arange(3), steps, np.ones((2, 11)), [], [], 0, "test_loss")
+    ax, fits = plot_steps(sweep)
+    assert [round(f.b_crit) for f in fits] == [30, 90]
+    assert len(ax.get_legend_handles_labels()[1]) == 2
+    with pytest.raises(TypeError, match="scaling.Sweep"):
+        plot_steps({"steps": steps})

@@ -193,7 +193,7 @@ class CriticalFit:
 
     @property
     def e_min(self):
-        """Fewest examples, reached as B -> 0: E_min = S_min B_crit."""
+        """The fewest examples to the target, E_min = S_min B_crit, approached as B goes to 0."""
         return self.s_min * self.b_crit
 
     def steps(self, batch_size):
@@ -352,5 +352,7 @@ def plot_steps(sweep, ax=None, fit=True):
             ax.plot(curve, f.steps(curve), color=color, lw=1.2)
         first = int(np.argmax(ok))
         ax.plot(curve, med[first] * B[first] / curve, ":", color=color, lw=1)
-    ax.set(xscale="log", yscale="log", xlabel="batch size B (examples)", ylabel="steps to target S(B)")
+    finite = sweep.steps[np.isfinite(sweep.steps)]
+    ax.set(xscale="log", yscale="log", xlabel="batch size B (examples)", ylabel="steps to target S(B)",
+           ylim=(finite.min() / 2, finite.max() * 2))  # the perfect-scaling lines would run far below the data
     return ax, fits
