@@ -14,10 +14,12 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call, grad, vmap
 
-from batchsize import grads
+from batchsize import grads, scaling
+from batchsize.data import load_mnist1d
 from batchsize.hardware import cpu_model
 from batchsize.models import MLP
 from batchsize.sim import NQM, nqm_steps_to_target, simulate_nqm, simulate_sgd
+from batchsize.train import TrainConfig, train
 
 
 def median_times(*fns, repeats, warmup=1):
@@ -176,6 +178,58 @@ def bench_nqm(lr=0.5, batch_size=128, num_seeds=1000):
            target=100)
 
 
+# ----------------------------------------------------------------------------------------------------------------
+# (d) the steps-to-target sweep engine against the same runs trained one by one, and pruning against no pruning
+
+
+def bench_sweep(batch_sizes=(4, 16, 64, 256), seeds=(0, 1)):
+    X, y, _, _ = load_mnist1d()
+    data = (X[:1000], y[:1000], X[:1000], y[:1000])  # training-loss target on 1000 examples
+    lrs = 0.04 * 2.0 ** np.arange(6)
+    cfg = TrainConfig(eval_every=2, eval_growth=1.1)
+    kw = dict(targets=[1.7, 1.4], seeds=seeds, cfg=cfg, max_steps=3000)
+
+    def pruned():
+        return scaling.sweep_steps(MLP, data, batch_sizes, lrs, **kw)
+
+    def unpruned():  # every (batch size, lr, seed) of the grid, no step budget: the same runs as the loop
+        return scaling.sweep_steps(MLP, data, batch_sizes, lrs, window=(0, np.inf), slack=np.inf, **kw)
+
+    def one_by_one():  # every (batch size, lr, seed) of the grid, each its own train() call
+        steps = np.full((2, len(batch_sizes), len(lrs), len(seeds)), np.inf)
+        for j, batch_size in enumerate(batch_sizes):
+            for k, lr in enumerate(lrs):
+                for m, seed in enumerate(seeds):
+                    torch.manual_seed(seed)
+                    run_cfg = TrainConfig(lr=float(lr), batch_size=batch_size, seed=seed, num_steps=3000,
+                                          eval_every=2, eval_growth=1.1, target=1.4, progress=False)
+                    hist = train(MLP(), data, run_cfg)
+                    steps[:, j, k, m] = scaling.steps_to_target(hist.eval_steps, hist.test_loss[None],
+                                                                [1.7, 1.4])[:, 0]
+        return steps
+
+    (t_pruned, sweep), (t_full, full), (t_loop, loop) = [timed(fn) for fn in (pruned, unpruned, one_by_one)]
+    med = np.stack([scaling.median_steps(loop[:, :, k]) for k in range(len(lrs))], -1)  # (2, num_B, num_lrs)
+    best = len(lrs) - 1 - np.argmin(med[..., ::-1], -1)  # ties go to the larger lr, as in sweep_steps
+    loop_steps = np.take_along_axis(loop, best[..., None, None], 2)[:, :, 0]  # (num_targets, num_B, num_seeds)
+    same = np.array_equal(sweep.steps, full.steps) and np.array_equal(full.steps, loop_steps)
+    print(f"sweep pruning (lr window, step budget): {sweep.num_runs} runs instead of {full.num_runs}; tuned steps "
+          f"{'identical in' if same else 'DIFFERENT between'} the pruned sweep, the unpruned one and the loop",
+          flush=True)
+    what = f"steps-to-target sweep (MLP, B = {', '.join(map(str, batch_sizes))}, {len(lrs)} lrs x {len(seeds)} seeds)"
+    report(what + ", unpruned", t_loop / t_full, "faster than the same runs trained one by one",
+           f"batched {fmt(t_full)} vs loop {fmt(t_loop)}", target=3)
+    report(what + ", pruned", t_loop / t_pruned, "faster than the unpruned grid trained one by one",
+           f"pruned {fmt(t_pruned)} vs loop {fmt(t_loop)}")
+
+
+def timed(fn):
+    """(seconds, result) of one call: the sweep runs are long enough that one repeat suffices."""
+    start = time.perf_counter()
+    result = fn()
+    return time.perf_counter() - start, result
+
+
 if __name__ == "__main__":
     print(f"torch {torch.__version__}, numpy {np.__version__}, {torch.get_num_threads()} threads, "
           f"CPU: {cpu_model()}", flush=True)
@@ -186,4 +240,5 @@ if __name__ == "__main__":
     bench_simulator()
     bench_per_example_stats()
     bench_gram()
+    bench_sweep()
     bench_nqm()
