@@ -192,6 +192,13 @@ def test_diverged_run_is_flagged_and_does_not_affect_the_others(data):
         np.testing.assert_allclose(hist.test_loss[i], alone.test_loss, rtol=1e-5, atol=1e-5)
 
 
+def test_every_run_diverging_at_an_evaluation_step_is_reported_not_raised(data):
+    cfg = replace(CFG, num_steps=60, eval_every=1)
+    hist = train_many(MLP, data, lrs=[1e3], seeds=[0], cfg=cfg)
+    assert hist.diverged.tolist() == [True] and 0 <= hist.diverged_at[0] < 60
+    assert np.all(np.isnan(hist.test_loss[0, hist.diverged_at[0] + 2:]))
+
+
 def test_train_reports_divergence_of_a_single_run(data):
     cfg = replace(CFG, lr=1e3, num_steps=30, eval_every=10)
     model = make_model()

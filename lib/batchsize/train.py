@@ -214,6 +214,8 @@ def _fit(model, params, data, cfg, lrs, seeds, callback=None, lr_schedules=None)
             first_loss = first_loss[keep]
 
     def evaluate(i, step):
+        if len(live) == 0:  # every run has diverged or answered: nothing left to evaluate
+            return
         with torch.no_grad():
             logits = shared(lp, buffers(), X_test)  # (len(live), num_test, num_classes)
             loss = F.cross_entropy(logits.flatten(0, 1), y_test.repeat(len(live)), reduction="none")
