@@ -225,7 +225,8 @@ def fit_critical_batch(batch_sizes, steps):
         return np.sum((log_s - log_smin - shape) ** 2), log_smin
 
     grid = np.linspace(np.log(B.min()) - 5, np.log(B.max()) + 5, 2001)
-    k = int(np.argmin([loss(g)[0] for g in grid]))
+    resid = log_s - np.log1p(np.exp(grid)[:, None] / B)  # (len(grid), num_batch_sizes), before S_min
+    k = int(np.argmin(((resid - resid.mean(1, keepdims=True)) ** 2).sum(1)))  # loss(g)[0] at every g
     from scipy.optimize import minimize_scalar
 
     res = minimize_scalar(lambda g: loss(g)[0], bounds=(grid[max(k - 1, 0)], grid[min(k + 1, len(grid) - 1)]),
