@@ -275,8 +275,8 @@ resource.setrlimit(resource.RLIMIT_AS, (before + 64 * 2**20, hard))  # only the 
 try:
     first = memory.find_batch_size(try_step, len(X), margin=0.1)
     after = vm_size()
+    memory.training_step(model, X[:first.batch_size], y[:first.batch_size])  # the recommended batch runs
     second = memory.find_batch_size(try_step, len(X), margin=0.1)
-    memory.training_step(model, X[:second.batch_size], y[:second.batch_size])
 finally:
     resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
 print(json.dumps({"largest_fit": first.largest_fit, "smallest_failed": first.smallest_failed,
