@@ -359,6 +359,7 @@ VISIBLE_TEXT = """() => {
 }"""
 
 
+@functools.lru_cache(maxsize=None)  # pages share most of their characters: ask fontconfig once per character
 def has_font_for(char):
     """Whether an installed font (fontconfig, which Chromium uses for fallback) has a glyph for char."""
     found = subprocess.run(["fc-list", f":charset={ord(char):x}", "family"], capture_output=True, text=True)
