@@ -1,0 +1,153 @@
+"""The web texts' claims and the book's verdicts: loading claims.yml and reading the chapters' verdict tables.
+
+claims.yml, at the root of the repository, is the one source of truth for the 34 verdicts (L1-L5 from the course
+lesson, F1-F18 from the forum answer, A1-A11 from the blog article). Each chapter that tests a claim ends with a
+table whose rows read `| <claim id> | what it says | **<verdict>**: why | evidence |`; `verdict_rows` reads them,
+and the tests check that claims.yml and the chapters agree. Introduced in chapter 5 (the claims, tested).
+"""
+import json
+import re
+from pathlib import Path
+
+CLAIM_IDS = tuple([f"L{i}" for i in range(1, 6)] + [f"F{i}" for i in range(1, 19)]
+                  + [f"A{i}" for i in range(1, 12)])
+VERDICTS = ("holds", "holds with conditions", "does not hold", "untestable here")
+SOURCES = {"L": "course lesson", "F": "forum answer", "A": "blog article"}
+# Verdict words some chapter tables use, mapped onto the four verdicts; None marks a row that says the claim is
+# tested on another page.
+ALIASES = {
+    "holds per step, not per example": "holds with conditions",
+    "holds per step only": "holds with conditions",
+    "half holds": "holds with conditions",
+    "half right": "holds with conditions",
+    "does not hold per epoch on this cpu": "does not hold",
+    "does not hold here": "does not hold",
+    "not tested on this page": None,
+}
+_FIELDS = {"id", "claim", "verdict", "why", "number", "tested_in", "settle"}
+_ROW = re.compile(r"^\|\s*([LFA]\d+)\b[^|]*\|[^|]*\|\s*\*\*([^*]+)\*\*")
+_GLUE = re.compile(r"\{glue(?::\w+)?\}`([^`:]+)::([^`:]+)(?::[^`]*)?`")
+
+
+def default_path():
+    """claims.yml at the root of the repository this library was installed from. Introduced in chapter 5."""
+    return Path(__file__).resolve().parents[2] / "claims.yml"
+
+
+def normalise_verdict(text):
+    """One of VERDICTS for a verdict word of a chapter table (None: tested elsewhere). Introduced in chapter 5."""
+    if not isinstance(text, str):
+        raise TypeError(f"a verdict must be a string, got {type(text).__name__}")
+    word = " ".join(text.strip().lower().split())
+    if word in VERDICTS:
+        return word
+    if word in ALIASES:
+        return ALIASES[word]
+    raise ValueError(f"unknown verdict {text!r}: use one of {', '.join(VERDICTS)} (or add it to ALIASES)")
+
+
+def load_claims(path=None):
+    """The claims of claims.yml as a list of dicts, checked. Introduced in chapter 5 (the claims, tested).
+
+    Every claim has an id, a one-sentence `claim`, a `verdict` (one of VERDICTS), a short `why`, the
+    chapters it is `tested_in` (the first is linked) and a `number` measured there (a glue role); an
+    untestable claim says instead, in `settle`, which experiment would settle it.
+    """
+    import yaml
+
+    path = Path(default_path() if path is None else path)
+    if not path.is_file():
+        raise ValueError(f"no claims file at {path}: claims.yml lives at the root of the book's repository")
+    claims = yaml.safe_load(path.read_text(encoding="utf8"))
+    if not isinstance(claims, list):
+        raise ValueError(f"{path.name} must hold a list of claims, got {type(claims).__name__}")
+    for claim in claims:
+        if not isinstance(claim, dict) or "id" not in claim:
+            raise ValueError(f"every claim must be a mapping with an id, got {claim!r}")
+        where = f"claim {claim['id']!r} in {path.name}"
+        if claim["id"] not in CLAIM_IDS:
+            raise ValueError(f"{where}: unknown id; ids are {CLAIM_IDS[0]}-L5, F1-F18 and A1-{CLAIM_IDS[-1]}")
+        unknown = set(claim) - _FIELDS
+        if unknown:
+            raise ValueError(f"{where}: unknown fields {sorted(unknown)}; allowed: {sorted(_FIELDS)}")
+        if claim.get("verdict") not in VERDICTS:
+            raise ValueError(f"{where}: verdict must be one of {VERDICTS}, got {claim.get('verdict')!r}")
+        needed = ["claim", "why"] + (["settle"] if claim["verdict"] == "untestable here" else [])
+        needed += ["tested_in", "number"]
+        for name in needed:
+            if not claim.get(name):
+                raise ValueError(f"{where}: {name!r} is missing or empty")
+        if not isinstance(claim["tested_in"], list) or not all(isinstance(t, str) for t in claim["tested_in"]):
+            raise ValueError(f"{where}: tested_in must be a list of notebook names, e.g. [01_gradient_variance.ipynb]")
+    ids = [c["id"] for c in claims]
+    if sorted(ids) != sorted(CLAIM_IDS):
+        missing = sorted(set(CLAIM_IDS) - set(ids))
+        twice = sorted({i for i in ids if ids.count(i) > 1})
+        raise ValueError(f"{path.name} must give each of the {len(CLAIM_IDS)} claims exactly one verdict; "
+                         f"missing: {missing}, more than once: {twice}")
+    return claims
+
+
+def notebook_markdown(path):
+    """The markdown cells of a notebook, as one string per cell. Introduced in chapter 5."""
+    cells = json.loads(Path(path).read_text(encoding="utf8"))["cells"]
+    return ["".join(c["source"]) for c in cells if c["cell_type"] == "markdown"]
+
+
+def verdict_rows(path):
+    """(claim id, verdict) for every row of a notebook's verdict tables, verdicts normalised. Introduced in chapter 5.
+
+    None as a verdict marks a row saying the claim is tested on another page.
+    """
+    rows = []
+    for text in notebook_markdown(path):
+        if "| claim |" not in text:
+            continue
+        for line in text.splitlines():
+            match = _ROW.match(line.strip())
+            if match:
+                rows.append((match.group(1), normalise_verdict(match.group(2))))
+    return rows
+
+
+def combined_verdict(verdicts):
+    """The verdict a set of table rows gives one claim: their common verdict, else "holds with conditions".
+
+    Introduced in chapter 5 (the claims, tested). Rows marked None (tested elsewhere) are left out;
+    None if no row is left.
+    """
+    found = {v for v in verdicts if v is not None}
+    if not found:
+        return None
+    return found.pop() if len(found) == 1 else "holds with conditions"
+
+
+def heading_anchor(title):
+    """The anchor MyST gives a heading (myst_heading_anchors), e.g. "What the claims say" -> "what-the-claims-say"."""
+    return re.sub(r"[^\w\- ]", "", title.strip().lower()).replace(" ", "-")
+
+
+def glue_references(text):
+    """(notebook, key) of every cross-page glue role `{glue:text}` with `notebook::key` in text. Introduced in chapter 5."""
+    return _GLUE.findall(text)
+
+
+def notebook_title(path):
+    """The first level-1 heading of a notebook. Introduced in chapter 5."""
+    for text in notebook_markdown(path):
+        for line in text.splitlines():
+            if line.startswith("# "):
+                return line[2:].strip()
+    raise ValueError(f"{path} has no level-1 heading")
+
+
+def claims_table(claims, chapters_dir, anchor="what-the-claims-say"):
+    """The claims as one MyST table: id, claim, verdict and why, key number, link. Introduced in chapter 5."""
+    chapters_dir = Path(chapters_dir)
+    lines = ["| claim | what the text says | verdict | key measured number | tested in |", "|---|---|---|---|---|"]
+    for claim in sorted(claims, key=lambda c: CLAIM_IDS.index(c["id"])):
+        why = claim["why"] + (f" *To settle it:* {claim['settle']}" if claim.get("settle") else "")
+        links = ", ".join(f"[{notebook_title(chapters_dir / t)}]({t}#{anchor})" for t in claim["tested_in"])
+        cells = [claim["id"], claim["claim"], f"**{claim['verdict']}**: {why}", claim["number"], links]
+        lines.append("| " + " | ".join(" ".join(str(c).split()).replace("|", "\\|") for c in cells) + " |")
+    return "\n".join(lines)
