@@ -123,12 +123,12 @@ def combined_verdict(verdicts):
 
 
 def heading_anchor(title):
-    """The anchor MyST gives a heading (myst_heading_anchors), e.g. "What the claims say" -> "what-the-claims-say"."""
+    """The anchor MyST gives a heading, e.g. "what-the-claims-say" for "What the claims say". Introduced in chapter 5."""
     return re.sub(r"[^\w\- ]", "", title.strip().lower()).replace(" ", "-")
 
 
 def glue_references(text):
-    """(notebook, key) of every cross-page glue role `{glue:text}` with `notebook::key` in text. Introduced in chapter 5."""
+    """(notebook, key) of every cross-page glue role in text, written notebook::key. Introduced in chapter 5."""
     return _GLUE.findall(text)
 
 
