@@ -98,8 +98,10 @@ def test_combined_verdict():
 
 def test_verdict_rows_read_a_table(tmp_path):
     table = ("| claim | what it says | verdict | evidence |\n|---|---|---|---|\n"
-             "| F3 (model) | x | **holds with conditions** in the NQM | y |\n| A3 | x | **holds per step only**: z | |\n")
-    nb = {"cells": [{"cell_type": "markdown", "source": [table]}, {"cell_type": "code", "source": ["| L1 | **holds**"]}]}
+             "| F3 (model) | x | **holds with conditions** in the NQM | y |\n"
+             "| A3 | x | **holds per step only**: z | |\n")
+    nb = {"cells": [{"cell_type": "markdown", "source": [table]},
+                    {"cell_type": "code", "source": ["| L1 | **holds**"]}]}
     path = tmp_path / "nb.ipynb"
     path.write_text(json.dumps(nb))
     assert claims.verdict_rows(path) == [("F3", "holds with conditions"), ("A3", "holds with conditions")]

@@ -123,7 +123,7 @@ def combined_verdict(verdicts):
 
 
 def heading_anchor(title):
-    """The anchor MyST gives a heading, e.g. "what-the-claims-say" for "What the claims say". Introduced in chapter 5."""
+    """The anchor MyST gives a heading: "what-the-claims-say" for "What the claims say". Introduced in chapter 5."""
     return re.sub(r"[^\w\- ]", "", title.strip().lower()).replace(" ", "-")
 
 
