@@ -9,9 +9,9 @@ from torch import nn
 
 from batchsize.data import load_mnist1d
 from batchsize.models import MLP
-from batchsize.scaling import (Sweep, bootstrap_critical_batch, fit_critical_batch, local_slopes, median_steps,
-                               plot_steps, regime_slope, run_model, steps_to_target, sweep_steps,
-                               top_hessian_eigenvalue)
+from batchsize.scaling import (Generalization, Sweep, bootstrap_critical_batch, evaluate_runs, fit_critical_batch,
+                               generalization_sweep, local_slopes, median_steps, plot_generalization, plot_steps,
+                               regime_slope, run_model, steps_to_target, sweep_steps, top_hessian_eigenvalue)
 from batchsize.train import TrainConfig, train, train_many
 
 
@@ -173,6 +173,113 @@ def test_top_hessian_eigenvalue_bad_inputs_raise(call, error, match):
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# generalization at a fixed budget
+
+
+@pytest.fixture(scope="module")
+def split_data():
+    X, y, X_test, y_test = load_mnist1d()
+    return (X[:1000], y[:1000], X_test[:300], y_test[:300]), (X[1000:1500], y[1000:1500])
+
+
+def test_evaluate_runs_matches_each_model_evaluated_alone(split_data):
+    (X, y, _, _), _ = split_data
+    hist = train_many(MLP, (X, y, X[:10], y[:10]), [0.05, 0.2], seeds=[0, 1],
+                      cfg=TrainConfig(batch_size=32, num_steps=30, progress=False))
+    loss, acc = evaluate_runs(MLP, hist.params, X, y)
+    for i in range(4):
+        model = run_model(MLP, hist.params, i)
+        with torch.no_grad():
+            out = model(X)
+        assert loss[i] == pytest.approx(F.cross_entropy(out, y).item(), rel=1e-5)
+        assert acc[i] == pytest.approx((out.argmax(1) == y).double().mean().item())
+
+
+@pytest.fixture(scope="module")
+def sweep_kw(split_data):
+    data, val = split_data
+    return dict(make_model=MLP, data=data, val_data=val, batch_sizes=[16, 64, 256],
+                lrs=0.01 * 2.0 ** np.arange(8), seeds=[0, 1], cfg=TrainConfig(momentum=0.9), num_epochs=3,
+                first_lrs=[0.02, 0.04])
+
+
+@pytest.fixture(scope="module")
+def pruned(sweep_kw):
+    return generalization_sweep(**sweep_kw)
+
+
+def test_pruned_generalization_sweep_equals_unpruned_grid(sweep_kw, pruned):
+    full = generalization_sweep(**{**sweep_kw, "first_lrs": None, "window": (0, np.inf)})
+    np.testing.assert_array_equal(pruned.best_lr, full.best_lr)
+    for name in ("train_loss", "train_acc", "val_acc", "test_loss", "test_acc"):
+        np.testing.assert_allclose(getattr(pruned, name), getattr(full, name), rtol=1e-6)
+    assert pruned.num_runs < full.num_runs
+    # the tuned learning rate is the best of the whole grid, not the edge of a window
+    for lrs, val, _ in full.tried:
+        assert lrs[0] == sweep_kw["lrs"][0] and lrs[-1] == sweep_kw["lrs"][-1]
+
+
+def test_generalization_sweep_budget_and_a_tuned_run_trained_alone(sweep_kw, pruned):
+    data, (X_val, y_val) = sweep_kw["data"], sweep_kw["val_data"]
+    N = len(data[0])
+    np.testing.assert_array_equal(pruned.num_steps, 3 * (N // pruned.batch_sizes))
+    np.testing.assert_allclose(pruned.epochs, 3 * (N // pruned.batch_sizes) * pruned.batch_sizes / N)
+    j, seed = 1, 1  # B = 64, the second seed
+    torch.manual_seed(seed)
+    alone = MLP()
+    cfg = replace(sweep_kw["cfg"], lr=float(pruned.best_lr[j]), batch_size=64, seed=seed,
+                  num_steps=int(pruned.num_steps[j]), progress=False)
+    train(alone, (*data[:2], X_val, y_val), cfg)
+    with torch.no_grad():
+        test_out, train_out = alone(data[2]), alone(data[0])
+    assert pruned.test_acc[j, 1] == pytest.approx((test_out.argmax(1) == data[3]).double().mean().item())
+    assert pruned.train_loss[j, 1] == pytest.approx(F.cross_entropy(train_out, data[1]).item(), rel=1e-4)
+    np.testing.assert_allclose(pruned.gap, pruned.train_acc - pruned.test_acc)
+    np.testing.assert_allclose(pruned.loss_gap, pruned.test_loss - pruned.train_loss)
+
+
+def test_generalization_sweep_with_given_lrs_trains_them_untuned_and_reports_divergence(sweep_kw):
+    kw = {**sweep_kw, "batch_sizes": [64, 16], "lrs": None, "best_lrs": [1e3, 0.05], "num_epochs": None,
+          "num_steps": 20}
+    gen = generalization_sweep(**kw)
+    np.testing.assert_array_equal(gen.batch_sizes, [16, 64])
+    np.testing.assert_array_equal(gen.best_lr, [0.05, 1e3])  # sorted along with the batch sizes
+    np.testing.assert_array_equal(gen.num_steps, [20, 20])
+    assert [len(lrs) for lrs, _, _ in gen.tried] == [1, 1]
+    assert gen.diverged[1].all() and not gen.diverged[0].any()
+    assert np.isnan(gen.test_acc[1]).all() and np.isfinite(gen.test_acc[0]).all()
+
+
+def test_a_diverging_learning_rate_is_never_tuned(sweep_kw):
+    gen = generalization_sweep(**{**sweep_kw, "batch_sizes": [16], "lrs": [0.05, 1e3], "first_lrs": None})
+    assert gen.best_lr[0] == 0.05 and gen.tried[0][2][1].all() and not gen.diverged.any()
+
+
+@pytest.mark.parametrize("change, error, match", [
+    ({"num_steps": 10}, ValueError, "exactly one of num_epochs"),
+    ({"num_epochs": None}, ValueError, "exactly one of num_epochs"),
+    ({"val_data": (torch.zeros(3, 40),)}, TypeError, "val_data must be a pair"),
+    ({"batch_sizes": [8, 2000]}, ValueError, "at most the number of training examples"),
+    ({"window": (2, 4)}, ValueError, "window must be"),
+    ({"best_lrs": [0.1]}, ValueError, "one learning rate per batch size"),
+    ({"lrs": [0.1, -1]}, ValueError, "lrs must all be finite"),
+    ({"num_epochs": 0}, ValueError, "num_epochs"),
+])
+def test_generalization_sweep_bad_inputs_raise(sweep_kw, change, error, match):
+    with pytest.raises(error, match=match):
+        generalization_sweep(**{**sweep_kw, **change})
+
+
+@pytest.mark.parametrize("params, error, match", [
+    ([1, 2], TypeError, "params must be a non-empty dict"),
+    ({"0.weight": torch.zeros(1, 100, 40)}, ValueError, "the model's parameters"),
+])
+def test_evaluate_runs_bad_inputs_raise(params, error, match):
+    with pytest.raises(error, match=match):
+        evaluate_runs(MLP, params, torch.zeros(3, 40), torch.zeros(3, dtype=torch.long))
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # the figure
 
 
@@ -187,3 +294,19 @@ def test_plot_steps_fits_each_target_and_rejects_other_input():
     assert len(ax.get_legend_handles_labels()[1]) == 2
     with pytest.raises(TypeError, match="scaling.Sweep"):
         plot_steps({"steps": steps})
+
+
+def test_plot_generalization_draws_test_and_train_and_counts_diverged(pruned):
+    import matplotlib
+    matplotlib.use("Agg")
+    ax = plot_generalization(pruned, label="3 epochs")
+    labels = ax.get_legend_handles_labels()[1]
+    assert labels == ["3 epochs: test accuracy", "3 epochs: train accuracy"]
+    gen = replace(pruned, test_acc=pruned.test_acc.copy(), train_acc=pruned.train_acc.copy(),
+                  diverged=pruned.diverged.copy())
+    gen.diverged[0, 0] = True
+    gen.test_acc[0, 0] = gen.train_acc[0, 0] = np.nan
+    ax = plot_generalization(gen, train=False)
+    assert ax.get_legend_handles_labels()[1] == ["test accuracy (1 diverged runs left out)"]
+    with pytest.raises(TypeError, match="scaling.Generalization"):
+        plot_generalization(pruned.test_acc)

@@ -1,10 +1,12 @@
-"""Steps to a result against batch size: the sweep, the critical-batch fit and the sharpness of a minimum.
+"""Steps to a result and final accuracy against batch size: the sweeps, the critical-batch fit, sharpness.
 
 The sweep (Shallue et al. 2019) trains, for each batch size, a window of learning rates x seeds as one batched
 model (`train.train_many`) that stops each run at the hardest target, and reads off the first step at which each
 run reaches each target. The fit is McCandlish et al.'s (2018) S(B) = S_min (1 + B_crit / B), equivalently
 E(B) = B S(B) = E_min (1 + B / B_crit) with E_min = S_min B_crit. Sharpness is the top eigenvalue of the
-training-loss Hessian, found by power iteration on Hessian-vector products.
+training-loss Hessian, found by power iteration on Hessian-vector products. The generalization sweep (chapter 2's
+section on generalization) trains each batch size for a fixed budget, tunes its learning rate on held-out data and
+reports the final loss and accuracy of the tuned runs on the training and the test set.
 """
 from dataclasses import dataclass, replace
 
@@ -12,6 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.func import functional_call
 
 from ._checks import as_positive_array, check_data, check_positive_float, check_positive_int
 from .train import TrainConfig, train_many
@@ -322,6 +325,177 @@ def top_hessian_eigenvalue(model, X, y, num_iters=100, tol=1e-4, seed=0, loss_fn
 
 
 # ----------------------------------------------------------------------------------------------------------------
+# generalization: final results at a fixed budget
+
+
+def evaluate_runs(make_model, params, X, y):
+    """Mean cross-entropy and accuracy of every run of stacked parameters on (X, y). Introduced in chapter 2.
+
+    `params` is {name: (num_runs, ...)}, e.g. a History's params or a Generalization's; the runs are evaluated
+    as one batched model. Returns two arrays (num_runs,).
+    """
+    check_data(X, y)
+    if not isinstance(params, dict) or not params:
+        raise TypeError(f"params must be a non-empty dict {{name: (num_runs, ...) tensor}}, "
+                        f"got {type(params).__name__}")
+    model = make_model()
+    names = {name for name, _ in model.named_parameters()}
+    if set(params) != names:
+        raise ValueError(f"params must hold the model's parameters {sorted(names)}, got {sorted(params)}")
+    buffers = dict(model.named_buffers())
+    logits_of = torch.func.vmap(lambda p, x: functional_call(model, (p, buffers), (x,)), in_dims=(0, None))
+    with torch.no_grad():
+        logits = logits_of(params, X)  # (num_runs, num_examples, num_classes)
+        loss = F.cross_entropy(logits.flatten(0, 1), y.repeat(len(logits)), reduction="none")
+        loss = loss.view(len(logits), -1).mean(1)
+        acc = (logits.argmax(-1) == y).double().mean(1)
+    return loss.double().numpy(), acc.numpy()
+
+
+@dataclass
+class Generalization:
+    """Final results at each batch size for its tuned learning rate. Introduced in chapter 2 (generalization).
+
+    Arrays of results are (num_batch_sizes, num_seeds); a seed of the tuned learning rate that diverged holds NaN.
+    """
+
+    batch_sizes: np.ndarray  # (num_batch_sizes,)
+    seeds: np.ndarray  # (num_seeds,)
+    num_steps: np.ndarray  # (num_batch_sizes,) steps each batch size trained
+    best_lr: np.ndarray  # (num_batch_sizes,) learning rate with the highest median validation accuracy
+    train_loss: np.ndarray  # (num_batch_sizes, num_seeds) on the whole training set, at the end
+    train_acc: np.ndarray
+    val_acc: np.ndarray
+    test_loss: np.ndarray
+    test_acc: np.ndarray
+    diverged: np.ndarray  # bool (num_batch_sizes, num_seeds)
+    tried: list  # per batch size: (lrs (num_lrs,), val_acc (num_lrs, num_seeds), diverged (num_lrs, num_seeds))
+    params: list  # per batch size: {name: (num_seeds, ...)} final parameters of the tuned runs
+    num_runs: int  # training runs in all
+    num_examples: int  # training-set size
+
+    @property
+    def gap(self):
+        """Train-test gap in accuracy, train_acc - test_acc, (num_batch_sizes, num_seeds)."""
+        return self.train_acc - self.test_acc
+
+    @property
+    def loss_gap(self):
+        """Train-test gap in loss, test_loss - train_loss, (num_batch_sizes, num_seeds)."""
+        return self.test_loss - self.train_loss
+
+    @property
+    def epochs(self):
+        """Passes over the training set each batch size made, (num_batch_sizes,)."""
+        return self.num_steps * self.batch_sizes / self.num_examples
+
+
+def _best_lr(val_acc):
+    """Index of the learning rate with the highest median accuracy over seeds (ties: the larger lr)."""
+    med = np.median(val_acc, axis=1)
+    return len(med) - 1 - int(np.argmax(med[::-1]))
+
+
+def generalization_sweep(make_model, data, val_data, batch_sizes, lrs, seeds=(0, 1, 2), cfg=TrainConfig(),
+                         num_epochs=None, num_steps=None, first_lrs=None, window=(0.5, 4.0), best_lrs=None):
+    """Final training and test results at each batch size, its learning rate tuned on held-out data.
+
+    Introduced in chapter 2 (generalization). Each batch size B trains for num_epochs * (N // B) steps (a fixed
+    budget of examples) or for num_steps steps (a fixed budget of steps), every (lr, seed) of its learning rates
+    as one batched model (`train.train_many`). `data` is (X_train, y_train, X_test, y_test); `val_data`,
+    (X_val, y_val), picks the learning rate: the one with the highest median validation accuracy over seeds at
+    the end of the budget (a diverged run counts as accuracy 0). The tuned runs are then evaluated on the whole
+    training set and on the test set.
+
+    Batch sizes are taken from the smallest up. The smallest tries `first_lrs` (default: the whole `lrs` grid);
+    each larger one tries the grid points within `window` times the previous tuned learning rate, and the
+    window widens while the best lies on its edge. window=(0, inf) is the unpruned sweep. `best_lrs`, one learning
+    rate per batch size (e.g. another sweep's best_lr), trains exactly those, untuned; `lrs` may then be None.
+    """
+    X, y, X_test, y_test = data
+    num_examples = check_data(X, y)
+    check_data(X_test, y_test)
+    if not isinstance(val_data, (tuple, list)) or len(val_data) != 2:
+        raise TypeError("val_data must be a pair (X_val, y_val) of tensors")
+    check_data(*val_data)
+    given = as_positive_array(batch_sizes, "batch_sizes", integer=True)
+    order = np.argsort(given, kind="stable")
+    batch_sizes = given[order]
+    if batch_sizes[-1] > num_examples:
+        raise ValueError(f"batch_sizes must be at most the number of training examples ({num_examples}), "
+                         f"got {batch_sizes[-1]}")
+    if best_lrs is not None:
+        best_lrs = as_positive_array(best_lrs, "best_lrs")
+        if len(best_lrs) != len(batch_sizes):
+            raise ValueError(f"best_lrs must hold one learning rate per batch size ({len(batch_sizes)}), "
+                             f"got {len(best_lrs)}")
+        best_lrs = best_lrs[order]
+        lrs = np.unique(best_lrs)
+    lrs = np.sort(as_positive_array(lrs, "lrs"))
+    seeds = np.atleast_1d(np.asarray(seeds, dtype=int))
+    if (num_epochs is None) == (num_steps is None):
+        raise ValueError("give exactly one of num_epochs (a budget of examples) and num_steps (a budget of steps)")
+    if num_epochs is not None:
+        steps = check_positive_int(num_epochs, "num_epochs") * (num_examples // batch_sizes)
+    else:
+        steps = np.full(len(batch_sizes), check_positive_int(num_steps, "num_steps"))
+    lo, hi = window
+    if not 0 <= lo <= 1 <= hi:
+        raise ValueError(f"window must be (low, high) with 0 <= low <= 1 <= high, got {window!r}")
+    fit_data = (X, y, *val_data)
+    shape = (len(batch_sizes), len(seeds))
+    out = {k: np.full(shape, np.nan) for k in ("train_loss", "train_acc", "val_acc", "test_loss", "test_acc")}
+    diverged_best, best_lr = np.zeros(shape, bool), np.full(len(batch_sizes), np.nan)
+    tried, params, num_runs, prev_lr = [], [], 0, None
+    for j, (batch_size, num) in enumerate(zip(batch_sizes, steps)):
+        run_cfg = replace(cfg, batch_size=int(batch_size), num_steps=int(num), eval_every=int(num), progress=False,
+                          target=None)
+        if best_lrs is not None:
+            cand = best_lrs[j:j + 1]
+        elif prev_lr is None:
+            cand = lrs if first_lrs is None else np.sort(as_positive_array(first_lrs, "first_lrs"))
+        else:
+            cand = lrs[(lrs >= lo * prev_lr * (1 - 1e-9)) & (lrs <= hi * prev_lr * (1 + 1e-9))]
+        results = {}  # lr -> (val_acc (num_seeds,), diverged (num_seeds,), params {name: (num_seeds, ...)})
+        while True:
+            new = [lr for lr in cand if lr not in results]
+            if new:
+                hist = train_many(make_model, fit_data, new, seeds, run_cfg)
+                num_runs += len(new) * len(seeds)
+                acc = np.where(hist.diverged, 0.0, np.nan_to_num(hist.test_acc[:, -1]))
+                for k, lr in enumerate(new):
+                    rows = slice(k * len(seeds), (k + 1) * len(seeds))
+                    results[lr] = (acc[rows], hist.diverged[rows], {n: v[rows] for n, v in hist.params.items()})
+            tried_lrs = np.array(sorted(results))
+            val = np.stack([results[lr][0] for lr in tried_lrs])  # (num_lrs, num_seeds)
+            div = np.stack([results[lr][1] for lr in tried_lrs])
+            k = _best_lr(val)
+            grow = []
+            if best_lrs is not None:
+                break
+            if div.all(1)[k] or (k == 0 and tried_lrs[0] > lrs[0]):  # all diverged, or best on the lower edge
+                grow += list(lrs[lrs < tried_lrs[0]][-1:])
+            if not div.all(1)[k] and k == len(tried_lrs) - 1 and tried_lrs[-1] < lrs[-1]:
+                grow += list(lrs[lrs > tried_lrs[-1]][:1])
+            if not grow:
+                break
+            cand = np.concatenate([cand, grow])
+        if div.all(1)[k] and best_lrs is None:
+            raise RuntimeError(f"every learning rate diverged at batch size {batch_size}; add smaller ones to lrs")
+        best_lr[j] = prev_lr = tried_lrs[k]
+        acc, diverged_best[j], p = results[tried_lrs[k]]
+        tried.append((tried_lrs, val, div))
+        params.append(p)
+        ok = ~diverged_best[j]
+        out["val_acc"][j] = np.where(ok, acc, np.nan)
+        for name, (Xe, ye) in (("train", (X, y)), ("test", (X_test, y_test))):
+            loss, a = evaluate_runs(make_model, p, Xe, ye)
+            out[f"{name}_loss"][j], out[f"{name}_acc"][j] = np.where(ok, loss, np.nan), np.where(ok, a, np.nan)
+    return Generalization(batch_sizes, seeds, steps, best_lr, **out, diverged=diverged_best, tried=tried,
+                          params=params, num_runs=num_runs, num_examples=num_examples)
+
+
+# ----------------------------------------------------------------------------------------------------------------
 # the figure
 
 
@@ -357,3 +531,40 @@ def plot_steps(sweep, ax=None, fit=True):
     ax.set(xscale="log", yscale="log", xlabel="batch size B (examples)", ylabel="steps to target S(B)",
            ylim=(finite.min() / 2, finite.max() * 2))  # the perfect-scaling lines would run far below the data
     return ax, fits
+
+
+def plot_generalization(gen, ax=None, label=None, color=None, marker="o", train=True):
+    """Final test (solid) and training (dashed) accuracy against batch size: seed median, bars spanning the seeds.
+
+    Introduced in chapter 2 (generalization). Each batch size is at its own learning rate. Call it again on the
+    same axes to overlay another sweep (e.g. one trained longer). Seeds that diverged are left out and counted in
+    the legend. Returns the axes.
+    """
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter
+
+    from .plots import PALETTE
+
+    if not isinstance(gen, Generalization):
+        raise TypeError(f"gen must be a scaling.Generalization (from generalization_sweep), "
+                        f"got {type(gen).__name__}")
+    ax = plt.subplots()[1] if ax is None else ax
+    color = PALETTE[0] if color is None else color
+    label = "" if label is None else f"{label}: "
+    num_diverged = int(gen.diverged.sum())
+    note = f" ({num_diverged} diverged runs left out)" if num_diverged else ""
+    B = gen.batch_sizes.astype(float)
+    for values, style, fill, name in ((gen.test_acc, "-", color, "test"), (gen.train_acc, "--", "white", "train")):
+        if name == "train" and not train:
+            continue
+        ok = np.isfinite(values).any(1)
+        if not ok.any():
+            continue
+        v = values[ok]
+        med, lo, hi = np.nanmedian(v, 1), np.nanmin(v, 1), np.nanmax(v, 1)
+        ax.errorbar(B[ok], med, yerr=[med - lo, hi - med], fmt=marker + style, ms=5, color=color, mfc=fill,
+                    capsize=2, label=f"{label}{name} accuracy{note}")
+    ax.set_xscale("log", base=2)
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
+    ax.set(xlabel="batch size B (examples)", ylabel="final accuracy")
+    return ax
