@@ -12,7 +12,6 @@ from pathlib import Path
 CLAIM_IDS = tuple([f"L{i}" for i in range(1, 6)] + [f"F{i}" for i in range(1, 19)]
                   + [f"A{i}" for i in range(1, 12)])
 VERDICTS = ("holds", "holds with conditions", "does not hold", "untestable here")
-SOURCES = {"L": "course lesson", "F": "forum answer", "A": "blog article"}
 # Verdict words some chapter tables use, mapped onto the four verdicts; None marks a row that says the claim is
 # tested on another page.
 ALIASES = {
