@@ -14,7 +14,7 @@ CHAPTERS = ROOT / "chapters"
 
 @pytest.fixture(scope="module")
 def book_claims():
-    return claims.load_claims(ROOT / "claims.yml")
+    return claims.load_claims()
 
 
 def chapter_rows():

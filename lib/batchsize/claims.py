@@ -1,6 +1,6 @@
 """The web texts' claims and the book's verdicts: loading claims.yml and reading the chapters' verdict tables.
 
-claims.yml, at the root of the repository, is the one source of truth for the 34 verdicts (L1-L5 from the course
+claims.yml, shipped inside this package (lib/batchsize/claims.yml), is the one source of truth for the 34 verdicts (L1-L5 from the course
 lesson, F1-F18 from the forum answer, A1-A11 from the blog article). Each chapter that tests a claim ends with a
 table whose rows read `| <claim id> | what it says | **<verdict>**: why | evidence |`; `verdict_rows` reads them,
 and the tests check that claims.yml and the chapters agree. Introduced in chapter 5 (the claims, tested).
@@ -29,8 +29,8 @@ _GLUE = re.compile(r"\{glue(?::\w+)?\}`([^`:]+)::([^`:]+)(?::[^`]*)?`")
 
 
 def default_path():
-    """claims.yml at the root of the repository this library was installed from. Introduced in chapter 5."""
-    return Path(__file__).resolve().parents[2] / "claims.yml"
+    """The claims.yml shipped with this package. Introduced in chapter 5."""
+    return Path(__file__).with_name("claims.yml")
 
 
 def normalise_verdict(text):
@@ -56,7 +56,7 @@ def load_claims(path=None):
 
     path = Path(default_path() if path is None else path)
     if not path.is_file():
-        raise ValueError(f"no claims file at {path}: claims.yml lives at the root of the book's repository")
+        raise ValueError(f"no claims file at {path}: the book's verdicts are in lib/batchsize/claims.yml")
     claims = yaml.safe_load(path.read_text(encoding="utf8"))
     if not isinstance(claims, list):
         raise ValueError(f"{path.name} must hold a list of claims, got {type(claims).__name__}")
