@@ -30,7 +30,7 @@ def find_assignments(folder=None):
 
     Introduced with the coursework kit (see the page "For instructors").
     """
-    folder = Path(SOURCE if folder is None else folder)
+    folder = Path(SOURCE if folder is None else folder).resolve()  # otter assign needs the real path
     if not folder.is_dir():
         raise ValueError(f"folder must be a directory of master notebooks, got {str(folder)!r}")
     return sorted(p for p in folder.glob("*.ipynb") if not p.name.startswith("."))
@@ -108,7 +108,7 @@ def build(out_dir, folder=None, run_tests=True, workers=2, names=None):
         masters = [m for m in masters if m.stem in set(names)]
     if not masters:
         raise ValueError(f"no master notebooks (*.ipynb) found in {folder or SOURCE}")
-    out_dir = Path(out_dir)
+    out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     with ThreadPoolExecutor(max(1, int(workers))) as pool:  # threads only wait on child processes
         editions = list(pool.map(lambda m: _build_one(m, out_dir, run_tests), masters))
