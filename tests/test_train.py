@@ -426,6 +426,42 @@ def test_adam_train_many_rows_equal_single_runs(data):
         np.testing.assert_allclose(hist.train_loss[i], single.train_loss, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("name", ["adam", "adamw"])
+def test_each_lr_of_train_many_has_its_own_betas_and_eps_as_torch_optim(data, name):
+    lrs, betas, eps = [0.01, 0.004, 0.002], [(0.8, 0.99), (0.6, 0.996), (0.0, 0.9)], [1e-6, 1e-4, 1e-2]
+    cfg = replace(SHORT, optimizer=name, weight_decay=0.05 if name == "adamw" else 0.0, num_steps=30)
+    hist = train_many(MLP, data, lrs, seeds=[0, 1], cfg=cfg, betas=betas, eps=eps)
+    opt_cls = torch.optim.Adam if name == "adam" else torch.optim.AdamW
+    for k, (lr, b, e) in enumerate(zip(lrs, betas, eps)):
+        for j, seed in enumerate([0, 1]):
+            ref_model = make_model(seed)
+            opt = opt_cls(ref_model.parameters(), lr=lr, betas=b, eps=e, weight_decay=cfg.weight_decay)
+            ref = reference_torch(ref_model, data, replace(cfg, seed=seed), opt)
+            np.testing.assert_allclose(hist.train_loss[2 * k + j], ref, rtol=1e-4, atol=1e-5)
+            for q_name, q in ref_model.named_parameters():
+                torch.testing.assert_close(hist.params[q_name][2 * k + j], q.detach(), rtol=1e-4, atol=1e-5)
+
+
+def test_per_lr_betas_equal_to_the_config_change_nothing(data):
+    cfg = replace(SHORT, optimizer="adam", num_steps=30, betas=(0.8, 0.99), eps=1e-6)
+    plain = train_many(MLP, data, [0.01, 0.003], [0], cfg)
+    same = train_many(MLP, data, [0.01, 0.003], [0], cfg, betas=[(0.8, 0.99)] * 2, eps=[1e-6, 1e-6])
+    assert_same_history(plain, same, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("change, match", [
+    (dict(betas=[(0.9, 0.999)]), "betas must hold one value per lr"),
+    (dict(betas=[(0.9, 0.999), (0.9, 1.0)]), "betas must be two numbers"),
+    (dict(betas=[(0.9, 0.999), (0.9,)]), "betas must be two numbers"),
+    (dict(eps=1e-8), "eps must hold one value per lr"),
+    (dict(eps=[1e-8, 0.0]), "eps must be a finite number"),
+])
+def test_bad_per_lr_betas_or_eps_raise(small_data, change, match):
+    cfg = replace(SHORT, optimizer="adam", batch_size=8, num_steps=3)
+    with pytest.raises(ValueError, match=match):
+        train_many(MLP, small_data, [0.01, 0.02], [0], cfg, **change)
+
+
 @pytest.mark.parametrize("optimizer, momentum", [("sgd", 0.0), ("sgd", 0.9), ("adam", 0.0)])
 def test_lr_schedule_matches_torch_scheduler(data, optimizer, momentum):
     cfg = replace(SHORT, lr=0.05 if optimizer == "sgd" else 0.01, optimizer=optimizer, momentum=momentum,
@@ -545,3 +581,41 @@ def test_sweep_epoch_budget_gives_epochs_times_steps_per_epoch(data):
     assert [h.eval_steps[-1] for h in res.histories] == [3 * 4, 3 * 2]
     with pytest.raises(ValueError, match="num_epochs"):
         sweep(MLP, data, [1000], 0.1, cfg=SHORT, num_epochs=0)
+
+
+@pytest.mark.filterwarnings("ignore:Mean of empty slice")  # the diverged lr: NaN in every seed, handled
+def test_windowed_sweep_finds_the_full_grids_best_and_trains_the_same_runs(data):
+    from batchsize.train import sweep
+    lrs, cfg = [0.03, 0.1, 0.3, 1.0, 3.0, 30.0], replace(SHORT, num_steps=40)
+    full = sweep(MLP, data, [16, 64, 256], lrs, seeds=[0, 1], cfg=cfg)
+    part = sweep(MLP, data, [256, 16, 64], lrs, seeds=[0, 1], cfg=cfg, lr_window=(0.5, 2.0))
+    np.testing.assert_array_equal(part.batch_sizes, [16, 64, 256])
+    assert part.trained[0].all() and not part.trained[1:].all()  # the window left some runs out
+    t = part.trained
+    np.testing.assert_allclose(part.test_acc[t], full.test_acc[t], equal_nan=True)
+    np.testing.assert_array_equal(part.diverged[t], full.diverged[t])
+    assert np.isnan(part.test_acc[~t]).all() and not part.diverged[~t].any()
+    for i in range(3):
+        mean = np.where(full.diverged[i].any(-1), -1, np.nanmean(full.test_acc[i], -1))
+        mine = np.where(part.diverged[i].any(-1) | ~t[i], -1, np.nanmean(part.test_acc[i], -1))
+        assert mine.argmax() == mean.argmax(), (i, mine, mean)
+        rows = np.repeat(t[i], 2)
+        np.testing.assert_allclose(part.histories[i].test_acc, full.histories[i].test_acc[rows], equal_nan=True)
+
+
+def test_windowed_sweep_widens_while_the_best_is_on_an_edge(data):
+    from batchsize.train import sweep
+    lrs = 0.01 * 3.0 ** np.arange(6)  # 0.01 .. 2.43; at 40 steps the best grows with the batch
+    res = sweep(MLP, data, [16, 256], lrs, seeds=[0], cfg=replace(SHORT, num_steps=40), lr_window=(1.0, 1.0))
+    tried = np.flatnonzero(res.trained[1])
+    mean = np.where(res.diverged[1].any(-1) | ~res.trained[1], -1, res.test_acc[1, :, 0])
+    best = int(mean.argmax())
+    assert len(tried) >= 2 and tried[0] < best < tried[-1] or best in (0, len(lrs) - 1), (tried, best)
+    assert np.all(np.diff(tried) == 1)  # a contiguous stretch of the grid
+
+
+@pytest.mark.parametrize("window", [(2.0, 3.0), (0.5, 0.9), (0.0, 2.0), "wide", (0.5,)])
+def test_bad_lr_window_raises(small_data, window):
+    from batchsize.train import sweep
+    with pytest.raises(ValueError, match="lr_window"):
+        sweep(MLP, small_data, [4], [0.1], cfg=replace(SHORT, num_steps=2), lr_window=window)

@@ -9,7 +9,8 @@ seed, so a run gives the same numbers alone or inside a sweep. A run whose loss 
 Optimizers: SGD with heavy-ball momentum, Adam and AdamW, with the update rules of torch.optim. Schedules are
 plain callables of the step: a learning-rate schedule returns the factor that multiplies a run's learning
 rate (`warmup`, `step_decay`, `cosine`, combined with `chain`), and a batch-size schedule returns the batch size
-of every run at that step. In `train_many` each learning rate may have its own schedule.
+of every run at that step. In `train_many` each learning rate may have its own schedule, and its own Adam betas
+and eps (Malladi et al.'s square-root rule scales them with the batch size).
 """
 from dataclasses import dataclass, field, replace
 
@@ -159,16 +160,29 @@ def _schedule_value(schedule, step, name):
     return float(value)
 
 
-def _fit(model, params, data, cfg, lrs, seeds, callback=None, lr_schedules=None):
+def _check_betas(betas):
+    betas = tuple(betas) if isinstance(betas, (tuple, list, np.ndarray)) else (betas,)
+    if len(betas) != 2 or not all(isinstance(b, (int, float, np.integer, np.floating)) and not isinstance(b, bool)
+                                  and 0 <= b < 1 for b in betas):
+        raise ValueError(f"betas must be two numbers in [0, 1), got {betas!r}")
+    return float(betas[0]), float(betas[1])
+
+
+def _fit(model, params, data, cfg, lrs, seeds, callback=None, lr_schedules=None, betas=None, eps=None):
     """Train stacked parameters {name: (num_runs, ...)} in place; the core of train and train_many.
 
     Only live runs (neither diverged nor at their target) are computed: when a run stops, its parameters are
     written back to `params` and the batched model shrinks to the runs still going. `lr_schedules` holds one
-    schedule (or None) per run; None everywhere falls back to cfg.lr_schedule.
+    schedule (or None) per run; None everywhere falls back to cfg.lr_schedule. `betas` and `eps` hold Adam's
+    settings per run; None falls back to cfg.betas and cfg.eps.
     """
     X, y, X_test, y_test = data
     _check_config(cfg, X, y, X_test, y_test, lrs)
     num_runs = len(lrs)
+    betas = [cfg.betas] * num_runs if betas is None else [_check_betas(b) for b in betas]
+    eps = [cfg.eps] * num_runs if eps is None else [check_positive_float(e, "eps") for e in eps]
+    if len(betas) != num_runs or len(eps) != num_runs:
+        raise ValueError(f"betas and eps must hold one value per run, {num_runs} in all")
     if lr_schedules is None:
         lr_schedules = [cfg.lr_schedule] * num_runs
     schedules = [s if s is not None else (lambda step: 1.0) for s in lr_schedules]
@@ -186,7 +200,9 @@ def _fit(model, params, data, cfg, lrs, seeds, callback=None, lr_schedules=None)
     initial = {k: v.detach().clone() for k, v in params.items()}
     # optimizer state per parameter, (len(live), ...): SGD's velocity, Adam's moments
     state = {s: {k: torch.zeros_like(v) for k, v in lp.items()} for s in ("velocity", "exp_avg", "exp_avg_sq")}
-    beta1, beta2 = cfg.betas
+    beta1 = np.array([b[0] for b in betas])  # (len(live),), float64 as torch.optim keeps them
+    beta2 = np.array([b[1] for b in betas])
+    run_eps = torch.tensor(eps, dtype=X.dtype)  # (len(live),)
     lr = torch.tensor(lrs, dtype=X.dtype)  # (len(live),)
     first_loss = None  # (len(live),)
     diverged_at = np.full(num_runs, -1)
@@ -202,14 +218,15 @@ def _fit(model, params, data, cfg, lrs, seeds, callback=None, lr_schedules=None)
 
     def drop(stop, parked):
         """Remove the live runs flagged in `stop` (bool, (len(live),)), writing back their parameters."""
-        nonlocal live, lr, first_loss
+        nonlocal live, lr, first_loss, beta1, beta2, run_eps
         keep = ~stop
         for k in lp:
             params[k][live[stop]] = initial[k][live[stop]] if parked else lp[k][stop]
             lp[k] = lp[k][keep]
             for s in state.values():
                 s[k] = s[k][keep]
-        lr, live = lr[keep], live[keep]
+        lr, live, run_eps = lr[keep], live[keep], run_eps[keep]
+        beta1, beta2 = beta1[keep.numpy()], beta2[keep.numpy()]
         if first_loss is not None:
             first_loss = first_loss[keep]
 
@@ -259,6 +276,10 @@ def _fit(model, params, data, cfg, lrs, seeds, callback=None, lr_schedules=None)
                 grads = [g[~blown] for g in grads]
                 drop(blown, parked=True)  # parked on their finite initial values
             step_lr = lr
+            if cfg.optimizer != "sgd":  # per-run Adam constants, (len(live),)
+                b1, b2 = torch.tensor(beta1, dtype=lr.dtype), torch.tensor(beta2, dtype=lr.dtype)
+                bias1 = torch.tensor(1 - beta1 ** (step + 1), dtype=lr.dtype)
+                bias2_sqrt = torch.tensor(np.sqrt(1 - beta2 ** (step + 1)), dtype=lr.dtype)
             if scheduled:
                 factors = [_schedule_value(schedules[r], step, "lr_schedule") for r in live.tolist()]
                 step_lr = lr * torch.tensor(factors, dtype=lr.dtype)
@@ -272,12 +293,11 @@ def _fit(model, params, data, cfg, lrs, seeds, callback=None, lr_schedules=None)
                 if cfg.optimizer == "sgd":
                     v = state["velocity"][name].mul_(cfg.momentum).add_(g) if cfg.momentum else g
                     p.sub_(run_lr * v)
-                else:  # torch.optim.Adam's update, bias-corrected
-                    m = state["exp_avg"][name].mul_(beta1).add_(g, alpha=1 - beta1)
-                    v2 = state["exp_avg_sq"][name].mul_(beta2).addcmul_(g, g, value=1 - beta2)
-                    bias1, bias2 = 1 - beta1 ** (step + 1), 1 - beta2 ** (step + 1)
-                    denom = (v2.sqrt() / np.sqrt(bias2)).add_(cfg.eps)
-                    p.sub_(run_lr / bias1 * m / denom)
+                else:  # torch.optim.Adam's update, bias-corrected, with each run's betas and eps
+                    m = state["exp_avg"][name].mul_(b1.view(shape)).add_((1 - b1).view(shape) * g)
+                    v2 = state["exp_avg_sq"][name].mul_(b2.view(shape)).add_((1 - b2).view(shape) * g * g)
+                    denom = (v2.sqrt() / bias2_sqrt.view(shape)).add_(run_eps.view(shape))
+                    p.sub_(run_lr / bias1.view(shape) * m / denom)
             if (step + 1) in eval_steps:
                 evaluate(int(np.searchsorted(eval_steps, step + 1)), step + 1)
         if callback is not None and (step + 1) % cfg.eval_every == 0 and len(live):
@@ -320,13 +340,15 @@ def train(model, data, cfg=TrainConfig(), callback=None):
                    hist.diverged[0], hist.diverged_at[0], hist.reached_at[0])
 
 
-def train_many(make_model, data, lrs, seeds=(0,), cfg=TrainConfig(), lr_schedules=None):
+def train_many(make_model, data, lrs, seeds=(0,), cfg=TrainConfig(), lr_schedules=None, betas=None, eps=None):
     """Train every (lr, seed) pair at once as one batched model; History arrays are (len(lrs) * len(seeds), ...).
 
     Introduced in chapter 1 (gradient variance). Runs are ordered lr-major: run i has
     lr = lrs[i // len(seeds)] and seed = seeds[i % len(seeds)]. Run (lr, seed) starts from
     `torch.manual_seed(seed); make_model()` and matches `train` with that seed. `lr_schedules` (chapter 3):
-    None (every run follows cfg.lr_schedule) or one schedule per lr, so each lr may have its own.
+    None (every run follows cfg.lr_schedule) or one schedule per lr, so each lr may have its own. `betas` and
+    `eps` (chapter 3, Adam and AdamW): None (cfg.betas and cfg.eps for every run) or one (beta1, beta2) pair,
+    and one eps, per lr.
     """
     lrs, seeds = list(np.atleast_1d(lrs).astype(float)), [int(s) for s in np.atleast_1d(seeds)]
     if not lrs or not seeds:
@@ -336,6 +358,13 @@ def train_many(make_model, data, lrs, seeds=(0,), cfg=TrainConfig(), lr_schedule
         if len(lr_schedules) != len(lrs) or not all(s is None or callable(s) for s in lr_schedules):
             raise ValueError(f"lr_schedules must hold one callable (or None) per lr, {len(lrs)} in all")
         lr_schedules = [s if s is not None else cfg.lr_schedule for s in lr_schedules for _ in seeds]
+    per_lr = {}
+    for name, values, check in (("betas", betas, _check_betas), ("eps", eps, lambda e: check_positive_float(e, "eps"))):
+        if values is None:
+            continue
+        if isinstance(values, (str, bytes)) or not hasattr(values, "__len__") or len(values) != len(lrs):
+            raise ValueError(f"{name} must hold one value per lr, {len(lrs)} in all, got {values!r}")
+        per_lr[name] = [check(v) for v in values for _ in seeds]
     models = []
     for _ in lrs:
         for seed in seeds:
@@ -345,7 +374,7 @@ def train_many(make_model, data, lrs, seeds=(0,), cfg=TrainConfig(), lr_schedule
     params = {k: v.detach() for k, v in params.items()}
     run_lrs = [lr for lr in lrs for _ in seeds]
     run_seeds = [s for _ in lrs for s in seeds]
-    hist = _fit(models[0], params, data, cfg, run_lrs, run_seeds, lr_schedules=lr_schedules)
+    hist = _fit(models[0], params, data, cfg, run_lrs, run_seeds, lr_schedules=lr_schedules, **per_lr)
     hist.params = params
     return hist
 
@@ -425,28 +454,87 @@ class Sweep:
 
     batch_sizes: np.ndarray  # (num_batch_sizes,)
     lrs: np.ndarray  # (num_lrs,)
-    test_acc: np.ndarray  # (num_batch_sizes, num_lrs, num_seeds); NaN where the run diverged
+    test_acc: np.ndarray  # (num_batch_sizes, num_lrs, num_seeds); NaN where the run diverged or was not trained
     test_loss: np.ndarray  # same shape
     diverged: np.ndarray  # bool, same shape
-    histories: list  # one History per batch size, runs lr-major as in train_many
+    histories: list  # one History per batch size, its trained lrs in grid order, runs lr-major as in train_many
+    trained: np.ndarray = None  # bool (num_batch_sizes, num_lrs): False where an lr_window left the cell out
 
 
-def sweep(make_model, data, batch_sizes, lrs, seeds=(0,), cfg=TrainConfig(), num_epochs=None):
+def _best_lr(acc, diverged):
+    """Index of the lr with the best mean accuracy over seeds among those where no seed diverged; None if none."""
+    ok = ~diverged.any(-1) & ~np.isnan(acc).all(-1)  # (num_lrs,)
+    if not ok.any():
+        return None
+    return int(np.argmax(np.where(ok, np.nanmean(np.where(ok[:, None], acc, 0.0), -1), -np.inf)))
+
+
+def _stack_histories(hists):
+    """Rows of several Histories of the same config, one after another."""
+    def rows(name):
+        return np.concatenate([getattr(h, name) for h in hists])
+
+    params = {k: torch.cat([h.params[k] for h in hists]) for k in hists[0].params}
+    return History(rows("train_loss"), rows("train_acc"), hists[0].eval_steps, rows("test_loss"), rows("test_acc"),
+                   rows("diverged"), rows("diverged_at"), rows("reached_at"), params)
+
+
+def sweep(make_model, data, batch_sizes, lrs, seeds=(0,), cfg=TrainConfig(), num_epochs=None, lr_window=None):
     """Train every (batch size, lr, seed) with `train_many`, one batched call per batch size.
 
     Introduced in chapter 3 (learning-rate scaling). With num_epochs, each batch size gets
     num_epochs * (N // B) steps (a budget of examples); otherwise cfg.num_steps (a budget of steps).
+    With lr_window=(low, high), batch sizes run in increasing order: the smallest trains the whole grid, and
+    each larger one only the grid learning rates within low to high times the previous batch size's best
+    (best mean test accuracy, no seed diverged), one more grid point at a time while its best sits on an edge
+    of those trained. It rests on the best lr not falling as the batch grows, and on an lr above a diverged one
+    diverging too; the edge rule catches a best that does fall.
     """
     batch_sizes = [check_positive_int(int(b), "batch_sizes") for b in np.atleast_1d(batch_sizes)]
     lrs, seeds = np.atleast_1d(np.asarray(lrs, dtype=float)), list(np.atleast_1d(seeds))
-    results, histories = [], []
-    for batch_size in batch_sizes:
+    if lr_window is not None:
+        if (not isinstance(lr_window, (tuple, list)) or len(lr_window) != 2
+                or not all(isinstance(w, (int, float)) and not isinstance(w, bool) for w in lr_window)
+                or not 0 < lr_window[0] <= 1 <= lr_window[1] < np.inf):
+            raise ValueError(f"lr_window must be None or (low, high) with 0 < low <= 1 <= high, got {lr_window!r}")
+        batch_sizes = sorted(batch_sizes)
+    shape = (len(batch_sizes), len(lrs), len(seeds))
+    acc, loss, div = np.full(shape, np.nan), np.full(shape, np.nan), np.zeros(shape, bool)
+    trained = np.zeros(shape[:2], bool)
+    histories, best = [], None
+    for i, batch_size in enumerate(batch_sizes):
         steps = cfg.num_steps if num_epochs is None else \
             check_positive_int(num_epochs, "num_epochs") * (len(data[0]) // batch_size)
         run_cfg = replace(cfg, batch_size=batch_size, num_steps=steps, eval_every=steps, progress=False)
-        hist = train_many(make_model, data, lrs, seeds, run_cfg)
-        histories.append(hist)
-        results.append([h.reshape(len(lrs), len(seeds)) for h in (hist.test_acc[:, -1], hist.test_loss[:, -1],
-                                                                  hist.diverged)])
-    acc, loss, div = (np.stack(r) for r in zip(*results))
-    return Sweep(np.array(batch_sizes), lrs, acc, loss, div.astype(bool), histories)
+        if lr_window is None or best is None:
+            todo = list(range(len(lrs)))
+        else:
+            low, high = lr_window[0] * lrs[best] * (1 - 1e-9), lr_window[1] * lrs[best] * (1 + 1e-9)
+            todo = [j for j in range(len(lrs)) if low <= lrs[j] <= high] or [best]
+        calls = []
+        while todo:
+            hist = train_many(make_model, data, lrs[todo], seeds, run_cfg)
+            calls.append((todo, hist))
+            for name, out in (("test_acc", acc), ("test_loss", loss)):
+                out[i, todo] = getattr(hist, name)[:, -1].reshape(len(todo), len(seeds))
+            div[i, todo] = hist.diverged.reshape(len(todo), len(seeds))
+            trained[i, todo] = True
+            tried = np.flatnonzero(trained[i])
+            best = _best_lr(acc[i, tried], div[i, tried])
+            todo = []
+            if lr_window is not None:
+                if best is None:  # every trained lr diverged: try the next smaller one
+                    todo = [tried[0] - 1] if tried[0] > 0 else []
+                else:
+                    best = int(tried[best])
+                    todo = [j for j in (best - 1, best + 1) if 0 <= j < len(lrs) and not trained[i, j]
+                            and (j < tried[0] or j > tried[-1])]
+        acc[i][div[i]], loss[i][div[i]] = np.nan, np.nan
+        order = np.argsort(np.concatenate([np.repeat(t, len(seeds)) for t, _ in calls]), kind="stable")
+        merged = calls[0][1] if len(calls) == 1 else _stack_histories([h for _, h in calls])
+        if len(calls) > 1:
+            for name in ("train_loss", "train_acc", "test_loss", "test_acc", "diverged", "diverged_at", "reached_at"):
+                setattr(merged, name, getattr(merged, name)[order])
+            merged.params = {k: v[torch.from_numpy(order)] for k, v in merged.params.items()}
+        histories.append(merged)
+    return Sweep(np.array(batch_sizes), lrs, acc, loss, div, histories, trained)
