@@ -48,21 +48,66 @@ class Edition:
     seconds: float  # wall time of `otter assign`, checking the solutions included
 
 
+# Kernels started at the same moment by two processes can be handed the same free TCP ports, so every kernel that
+# otter starts here (to check the solutions, to grade) starts while holding one machine-wide file lock, the lock the
+# test suite's conftest.py uses for nbval and the book build. Runs in a child process: otter changes directory.
+KERNEL_START_LOCK = Path(tempfile.gettempdir()) / "batchsize-book-kernel-start.lock"
+_CHILD = """
+import json, sys
+from pathlib import Path
+import nbclient
+from filelock import FileLock
+
+lock, start_kernel, start_client = FileLock(sys.argv[1]), nbclient.NotebookClient.async_start_new_kernel, \\
+    nbclient.NotebookClient.async_start_new_kernel_client
+
+async def locked_start_kernel(self, **kwargs):
+    lock.acquire()
+    self.startup_timeout = max(self.startup_timeout, 300)  # a loaded machine starts kernels slowly
+    try:
+        return await start_kernel(self, **kwargs)
+    except BaseException:
+        lock.release()
+        raise
+
+async def locked_start_client(self):
+    try:
+        return await start_client(self)
+    finally:
+        lock.release()
+
+nbclient.NotebookClient.async_start_new_kernel = locked_start_kernel
+nbclient.NotebookClient.async_start_new_kernel_client = locked_start_client
+if sys.argv[2] == "assign":
+    import otter.assign
+    otter.assign.main(sys.argv[3], sys.argv[4], no_run_tests=sys.argv[5] == "0")
+else:
+    import otter.api
+    r = otter.api.grade_submission(sys.argv[3], sys.argv[4], quiet=True, debug=sys.argv[5] == "1")
+    print("\\nRESULTS" + json.dumps({k: [v.score, v.possible] for k, v in r.results.items()}))
+"""
+
+
+def _otter(*args, cwd=None):
+    """Run otter (assign or grade) in a child process; raise with its output if it fails."""
+    proc = subprocess.run([sys.executable, "-c", _CHILD, str(KERNEL_START_LOCK), *map(str, args)],
+                          capture_output=True, text=True, cwd=cwd)
+    if proc.returncode:
+        raise RuntimeError(f"otter {args[0]} {Path(args[1]).name} failed (exit code {proc.returncode}):\n"
+                           f"{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+    return proc.stdout
+
+
 def _assign(master, out, run_tests):
-    """Run `otter assign` in a child process (it changes directory); raise with its log if it fails."""
+    """`otter assign`, which checks the solutions against every test when run_tests; returns its wall time."""
     import time
 
-    cmd = [sys.executable, "-m", "otter", "assign", str(master), str(out)]
-    if not run_tests:
-        cmd.append("--no-run-tests")
     start = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=master.parent)
-    seconds = time.perf_counter() - start
-    failed = "Tests failed" in proc.stdout + proc.stderr or "❌" in proc.stdout
-    if proc.returncode or failed:
-        raise RuntimeError(f"otter assign failed for {master.name} (exit code {proc.returncode}); the solutions "
-                           f"must pass every test:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
-    return seconds
+    try:
+        _otter("assign", master, out, int(bool(run_tests)), cwd=master.parent)
+    except RuntimeError as error:
+        raise RuntimeError(f"{error}\nThe solutions of {master.name} must pass every test.") from None
+    return time.perf_counter() - start
 
 
 def _strip_metadata(path):
@@ -121,16 +166,9 @@ def grade(notebook, autograder, debug=False):
     Introduced with the coursework kit. Runs otter's `grade_submission` in a child process (otter changes
     directory while grading). With debug, a cell that raises makes the grading fail instead of being skipped.
     """
-    code = ("import json, sys, otter.api\n"
-            "r = otter.api.grade_submission(sys.argv[1], sys.argv[2], quiet=True, debug=sys.argv[3] == '1')\n"
-            "print('\\nRESULTS' + json.dumps({k: [v.score, v.possible] for k, v in r.results.items()}))\n")
-    proc = subprocess.run([sys.executable, "-c", code, str(Path(notebook).resolve()), str(Path(autograder).resolve()),
-                           "1" if debug else "0"], capture_output=True, text=True)
-    marker = [line for line in proc.stdout.splitlines() if line.startswith("RESULTS")]
-    if proc.returncode or not marker:
-        raise RuntimeError(f"grading {notebook} failed (exit code {proc.returncode}):\n{proc.stdout[-4000:]}\n"
-                           f"{proc.stderr[-4000:]}")
-    return {k: tuple(v) for k, v in json.loads(marker[-1][len("RESULTS"):]).items()}
+    out = _otter("grade", Path(notebook).resolve(), Path(autograder).resolve(), int(bool(debug)))
+    (line,) = [line for line in out.splitlines() if line.startswith("RESULTS")]
+    return {k: tuple(v) for k, v in json.loads(line[len("RESULTS"):]).items()}
 
 
 def _in_colab():
