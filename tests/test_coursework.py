@@ -75,6 +75,9 @@ def labs(tmp_path_factory):
     TIMES["all labs"] = time.perf_counter() - start
     yield results
     print("\n" + "\n".join(f"{k}: {v:.1f} s" for k, v in TIMES.items()))
+    for name, (_, blank, wrong) in results.items():
+        show = lambda scores: ", ".join(f"{q} {s:g}/{p:g}" for q, (s, p) in sorted(scores.items()))
+        print(f"{name}: blank {show(blank)}; planted {show(wrong)}")
 
 
 @pytest.fixture(scope="module")
@@ -107,9 +110,9 @@ def test_solutions_pass_and_every_edition_is_written(built, name):
     student = json.loads(e.student.read_text())
     assert set(student["metadata"]["otter"]["tests"]) == set(questions)  # a public test for every question
     assert coursework.METADATA_KEY not in student["metadata"]
-    first = student["cells"][0] if student["cells"][0]["cell_type"] == "code" else \
-        [c for c in student["cells"] if c["cell_type"] == "code"][0]
-    assert "pip" in "".join(first["source"]) and "otter-grader" in "".join(first["source"])
+    first = student["cells"][0]  # installs what is missing (Colab), then starts the checker
+    source = "".join(first["source"])
+    assert first["cell_type"] == "code" and "pip" in source and "otter-grader" in source, source
     for q in questions:
         assert any("".join(c["source"]).strip() == f'grader.check("{q}")' for c in student["cells"]), q
     with zipfile.ZipFile(e.autograder) as z:

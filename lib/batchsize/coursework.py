@@ -54,9 +54,14 @@ class Edition:
 KERNEL_START_LOCK = Path(tempfile.gettempdir()) / "batchsize-book-kernel-start.lock"
 _CHILD = """
 import json, sys
-from pathlib import Path
 import nbclient
-from filelock import FileLock
+try:
+    from filelock import FileLock
+except ImportError:  # without filelock, kernels start unlocked
+    class FileLock:
+        def __init__(self, path):
+            pass
+        acquire = release = lambda self: None
 
 lock, start_kernel, start_client = FileLock(sys.argv[1]), nbclient.NotebookClient.async_start_new_kernel, \\
     nbclient.NotebookClient.async_start_new_kernel_client
