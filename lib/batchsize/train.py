@@ -202,7 +202,7 @@ def _fit(model, params, data, cfg, lrs, seeds, callback=None, lr_schedules=None,
     state = {s: {k: torch.zeros_like(v) for k, v in lp.items()} for s in ("velocity", "exp_avg", "exp_avg_sq")}
     beta1 = np.array([b[0] for b in betas])  # (len(live),), float64 as torch.optim keeps them
     beta2 = np.array([b[1] for b in betas])
-    run_eps = torch.tensor(eps, dtype=X.dtype)  # (len(live),)
+    run_eps = np.array(eps)  # (len(live),)
     lr = torch.tensor(lrs, dtype=X.dtype)  # (len(live),)
     first_loss = None  # (len(live),)
     diverged_at = np.full(num_runs, -1)
@@ -225,8 +225,8 @@ def _fit(model, params, data, cfg, lrs, seeds, callback=None, lr_schedules=None,
             lp[k] = lp[k][keep]
             for s in state.values():
                 s[k] = s[k][keep]
-        lr, live, run_eps = lr[keep], live[keep], run_eps[keep]
-        beta1, beta2 = beta1[keep.numpy()], beta2[keep.numpy()]
+        lr, live = lr[keep], live[keep]
+        beta1, beta2, run_eps = beta1[keep.numpy()], beta2[keep.numpy()], run_eps[keep.numpy()]
         if first_loss is not None:
             first_loss = first_loss[keep]
 
@@ -276,10 +276,14 @@ def _fit(model, params, data, cfg, lrs, seeds, callback=None, lr_schedules=None,
                 grads = [g[~blown] for g in grads]
                 drop(blown, parked=True)  # parked on their finite initial values
             step_lr = lr
-            if cfg.optimizer != "sgd":  # per-run Adam constants, (len(live),)
-                b1, b2 = torch.tensor(beta1, dtype=lr.dtype), torch.tensor(beta2, dtype=lr.dtype)
-                bias1 = torch.tensor(1 - beta1 ** (step + 1), dtype=lr.dtype)
-                bias2_sqrt = torch.tensor(np.sqrt(1 - beta2 ** (step + 1)), dtype=lr.dtype)
+            if cfg.optimizer != "sgd":  # Adam's constants: floats when every run shares them, else (len(live),)
+                adam = [beta1, beta2, 1 - beta1, 1 - beta2, 1 - beta1 ** (step + 1), np.sqrt(1 - beta2 ** (step + 1)),
+                        run_eps]
+                if len(set(zip(beta1, beta2, run_eps))) <= 1:
+                    adam = [float(a[0]) if len(a) else 0.0 for a in adam]
+                else:
+                    adam = [torch.tensor(a, dtype=lr.dtype) for a in adam]
+                b1, b2, c1, c2, bias1, bias2_sqrt, run_e = adam
             if scheduled:
                 factors = [_schedule_value(schedules[r], step, "lr_schedule") for r in live.tolist()]
                 step_lr = lr * torch.tensor(factors, dtype=lr.dtype)
@@ -293,10 +297,15 @@ def _fit(model, params, data, cfg, lrs, seeds, callback=None, lr_schedules=None,
                 if cfg.optimizer == "sgd":
                     v = state["velocity"][name].mul_(cfg.momentum).add_(g) if cfg.momentum else g
                     p.sub_(run_lr * v)
-                else:  # torch.optim.Adam's update, bias-corrected, with each run's betas and eps
-                    m = state["exp_avg"][name].mul_(b1.view(shape)).add_((1 - b1).view(shape) * g)
-                    v2 = state["exp_avg_sq"][name].mul_(b2.view(shape)).add_((1 - b2).view(shape) * g * g)
-                    denom = (v2.sqrt() / bias2_sqrt.view(shape)).add_(run_eps.view(shape))
+                elif isinstance(b1, float):  # torch.optim.Adam's update, bias-corrected
+                    m = state["exp_avg"][name].mul_(b1).add_(g, alpha=c1)
+                    v2 = state["exp_avg_sq"][name].mul_(b2).addcmul_(g, g, value=c2)
+                    denom = (v2.sqrt() / bias2_sqrt).add_(run_e)
+                    p.sub_(run_lr / bias1 * m / denom)
+                else:  # the same with each run's betas and eps
+                    m = state["exp_avg"][name].mul_(b1.view(shape)).add_(c1.view(shape) * g)
+                    v2 = state["exp_avg_sq"][name].mul_(b2.view(shape)).add_(c2.view(shape) * g * g)
+                    denom = (v2.sqrt() / bias2_sqrt.view(shape)).add_(run_e.view(shape))
                     p.sub_(run_lr / bias1.view(shape) * m / denom)
             if (step + 1) in eval_steps:
                 evaluate(int(np.searchsorted(eval_steps, step + 1)), step + 1)
