@@ -16,7 +16,7 @@ from torch.func import functional_call, grad, vmap
 
 from batchsize import grads, scaling
 from batchsize.data import load_mnist1d
-from batchsize.hardware import cpu_model
+from batchsize.hardware import cpu_model, num_threads
 from batchsize.models import MLP
 from batchsize.sim import NQM, nqm_steps_to_target, simulate_nqm, simulate_sgd
 from batchsize.train import TrainConfig, train
@@ -182,12 +182,22 @@ def bench_nqm(lr=0.5, batch_size=128, num_seeds=1000):
 # (d) the steps-to-target sweep engine against the same runs trained one by one, and pruning against no pruning
 
 
-def bench_sweep(batch_sizes=(4, 16, 64, 256), seeds=(0, 1)):
+def bench_sweep(batch_sizes=(8, 32, 128), seeds=(0, 1), targets=(1.8, 1.6), max_steps=1500):
+    """The sweep engine against the same grid trained one run at a time, on a grid small enough for ~1 minute.
+
+    One CPU thread for both, as the chapters run them: a step here is a few small ops, which a second thread only
+    slows down (by an order of magnitude on a loaded 2-core machine).
+    """
+    with num_threads(1):
+        _bench_sweep(batch_sizes, seeds, targets, max_steps)
+
+
+def _bench_sweep(batch_sizes, seeds, targets, max_steps):
     X, y, _, _ = load_mnist1d()
     data = (X[:1000], y[:1000], X[:1000], y[:1000])  # training-loss target on 1000 examples
-    lrs = 0.04 * 2.0 ** np.arange(6)
+    lrs = 0.05 * 2.0 ** np.arange(5)
     cfg = TrainConfig(eval_every=2, eval_growth=1.1)
-    kw = dict(targets=[1.7, 1.4], seeds=seeds, cfg=cfg, max_steps=3000)
+    kw = dict(targets=list(targets), seeds=seeds, cfg=cfg, max_steps=max_steps)
 
     def pruned():
         return scaling.sweep_steps(MLP, data, batch_sizes, lrs, **kw)
@@ -196,20 +206,21 @@ def bench_sweep(batch_sizes=(4, 16, 64, 256), seeds=(0, 1)):
         return scaling.sweep_steps(MLP, data, batch_sizes, lrs, window=(0, np.inf), slack=np.inf, **kw)
 
     def one_by_one():  # every (batch size, lr, seed) of the grid, each its own train() call
-        steps = np.full((2, len(batch_sizes), len(lrs), len(seeds)), np.inf)
+        steps = np.full((len(targets), len(batch_sizes), len(lrs), len(seeds)), np.inf)
         for j, batch_size in enumerate(batch_sizes):
             for k, lr in enumerate(lrs):
                 for m, seed in enumerate(seeds):
                     torch.manual_seed(seed)
-                    run_cfg = TrainConfig(lr=float(lr), batch_size=batch_size, seed=seed, num_steps=3000,
-                                          eval_every=2, eval_growth=1.1, target=1.4, progress=False)
+                    run_cfg = TrainConfig(lr=float(lr), batch_size=batch_size, seed=seed, num_steps=max_steps,
+                                          eval_every=cfg.eval_every, eval_growth=cfg.eval_growth,
+                                          target=min(targets), progress=False)
                     hist = train(MLP(), data, run_cfg)
                     steps[:, j, k, m] = scaling.steps_to_target(hist.eval_steps, hist.test_loss[None],
-                                                                [1.7, 1.4])[:, 0]
+                                                                list(targets))[:, 0]
         return steps
 
     (t_pruned, sweep), (t_full, full), (t_loop, loop) = [timed(fn) for fn in (pruned, unpruned, one_by_one)]
-    med = np.stack([scaling.median_steps(loop[:, :, k]) for k in range(len(lrs))], -1)  # (2, num_B, num_lrs)
+    med = np.stack([scaling.median_steps(loop[:, :, k]) for k in range(len(lrs))], -1)  # (num_targets, num_B, num_lrs)
     best = len(lrs) - 1 - np.argmin(med[..., ::-1], -1)  # ties go to the larger lr, as in sweep_steps
     loop_steps = np.take_along_axis(loop, best[..., None, None], 2)[:, :, 0]  # (num_targets, num_B, num_seeds)
     same = np.array_equal(sweep.steps, full.steps) and np.array_equal(full.steps, loop_steps)
