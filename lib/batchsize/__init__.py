@@ -5,10 +5,12 @@ data (MNIST-1D, synthetic regression), models (MLP, 1-D CNN), sim (noisy-quadrat
 grads (per-example gradient statistics), train (fast seeded SGD and Adam, many runs at once, schedules),
 scaling (steps to a target against the batch size, the critical batch size, sharpness), hardware (devices,
 timing, throughput, FLOPs and provenance), memory (bytes against the batch size, the largest batch that fits),
-parallel (gradient accumulation and data-parallel training), plots (book style), widgets (interactive figures).
+parallel (gradient accumulation and data-parallel training), plots (book style), widgets (interactive figures),
+claims (the web texts' claims and the book's verdicts), advise (a measured batch-size recommendation for a
+reader's own model); coursework (the graded labs, built with otter-grader) is imported on its own.
 """
-from . import data, grads, hardware, memory, models, parallel, plots, scaling, sim, train, widgets
+from . import advise, claims, data, grads, hardware, memory, models, parallel, plots, scaling, sim, train, widgets
 
-__all__ = ["data", "grads", "hardware", "memory", "models", "parallel", "plots", "scaling", "sim", "train",
-           "widgets"]
+__all__ = ["advise", "claims", "data", "grads", "hardware", "memory", "models", "parallel", "plots", "scaling",
+           "sim", "train", "widgets"]
 __version__ = "0.1.0"
