@@ -400,7 +400,7 @@ def generalization_sweep(make_model, data, val_data, batch_sizes, lrs, seeds=(0,
                          num_epochs=None, num_steps=None, first_lrs=None, window=(0.5, 4.0), best_lrs=None):
     """Final training and test results at each batch size, its learning rate tuned on held-out data.
 
-    Introduced in chapter 2 (generalization). Each batch size B trains for num_epochs * (N // B) steps (a fixed
+    Introduced in chapter 2 (generalization). Each batch size B trains for num_epochs times N // B steps (a fixed
     budget of examples) or for num_steps steps (a fixed budget of steps), every (lr, seed) of its learning rates
     as one batched model (`train.train_many`). `data` is (X_train, y_train, X_test, y_test); `val_data`,
     (X_val, y_val), picks the learning rate: the one with the highest median validation accuracy over seeds at
