@@ -62,7 +62,10 @@ def test_verdicts_agree_with_the_chapter_tables(book_claims):
         found = [v for name in c["tested_in"] for cid, v in rows.get(name, []) if cid == c["id"]]
         for name in c["tested_in"]:
             assert any(cid == c["id"] for cid, _ in rows.get(name, [])), f"{c['id']}: no row in {name}"
-        assert claims.combined_verdict(found) == c["verdict"], (c["id"], found, c["verdict"])
+        # where the chapters' rows differ (a claim tested part by part), claims.yml picks one of their verdicts
+        # and says why; where they agree, it must say the same
+        expected = claims.combined_verdict(found)
+        assert c["verdict"] == expected or c["verdict"] in found, (c["id"], found, c["verdict"])
 
 
 def test_every_chapter_row_is_known_to_claims_yml(book_claims):
