@@ -251,7 +251,8 @@ def test_generalization_sweep_with_given_lrs_trains_them_untuned_and_reports_div
 
 
 def test_a_diverging_learning_rate_is_never_tuned(sweep_kw):
-    gen = generalization_sweep(**{**sweep_kw, "batch_sizes": [16], "lrs": [0.05, 1e3], "first_lrs": None})
+    gen = generalization_sweep(**{**sweep_kw, "batch_sizes": [16], "lrs": [0.05, 1e3], "first_lrs": None,
+                                  "num_epochs": 1})
     assert gen.best_lr[0] == 0.05 and gen.tried[0][2][1].all() and not gen.diverged.any()
 
 
