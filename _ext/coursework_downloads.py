@@ -26,6 +26,8 @@ def _build(app):
     if app.builder.format != "html":
         return
     source = Path(app.srcdir) / "coursework"
+    if not source.is_dir():  # a book without labs (a cut-down copy, a test build) publishes none
+        return
     app._coursework_tmp = tempfile.TemporaryDirectory(prefix="coursework-site-")
     proc = subprocess.run([sys.executable, "-m", "batchsize.coursework", "build", app._coursework_tmp.name,
                            "--source", str(source), "--no-run-tests"], capture_output=True, text=True)
