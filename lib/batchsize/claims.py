@@ -12,17 +12,8 @@ from pathlib import Path
 CLAIM_IDS = tuple([f"L{i}" for i in range(1, 6)] + [f"F{i}" for i in range(1, 19)]
                   + [f"A{i}" for i in range(1, 12)])
 VERDICTS = ("holds", "holds with conditions", "does not hold", "untestable here")
-# Verdict words some chapter tables use, mapped onto the four verdicts; None marks a row that says the claim is
-# tested on another page.
-ALIASES = {
-    "holds per step, not per example": "holds with conditions",
-    "holds per step only": "holds with conditions",
-    "half holds": "holds with conditions",
-    "half right": "holds with conditions",
-    "does not hold per epoch on this cpu": "does not hold",
-    "does not hold here": "does not hold",
-    "not tested on this page": None,
-}
+# The verdict cell of a chapter row that names a claim tested on another page (its verdict there counts).
+ELSEWHERE = "not tested on this page"
 _FIELDS = {"id", "claim", "verdict", "why", "number", "tested_in", "settle"}
 _ROW = re.compile(r"^\|\s*([LFA]\d+)\b[^|]*\|[^|]*\|\s*\*\*([^*]+)\*\*")
 _GLUE = re.compile(r"\{glue(?::\w+)?\}`([^`:]+)::([^`:]+)(?::[^`]*)?`")
@@ -34,15 +25,16 @@ def default_path():
 
 
 def normalise_verdict(text):
-    """One of VERDICTS for a verdict word of a chapter table (None: tested elsewhere). Introduced in chapter 5."""
+    """One of VERDICTS for the verdict of a chapter table row (None for ELSEWHERE). Introduced in chapter 5."""
     if not isinstance(text, str):
         raise TypeError(f"a verdict must be a string, got {type(text).__name__}")
     word = " ".join(text.strip().lower().split())
     if word in VERDICTS:
         return word
-    if word in ALIASES:
-        return ALIASES[word]
-    raise ValueError(f"unknown verdict {text!r}: use one of {', '.join(VERDICTS)} (or add it to ALIASES)")
+    if word == ELSEWHERE:
+        return None
+    raise ValueError(f"unknown verdict {text!r}: use one of {', '.join(VERDICTS)}, or {ELSEWHERE!r} for a row "
+                     f"that names a claim tested on another page")
 
 
 def load_claims(path=None):
@@ -109,16 +101,15 @@ def verdict_rows(path):
     return rows
 
 
-def combined_verdict(verdicts):
-    """The verdict a set of table rows gives one claim: their common verdict, else "holds with conditions".
+def allowed_verdicts(verdicts):
+    """The verdicts claims.yml may give a claim whose chapter rows say `verdicts`. Introduced in chapter 5.
 
-    Introduced in chapter 5 (the claims, tested). Rows marked None (tested elsewhere) are left out;
-    None if no row is left.
+    Where the rows agree, their verdict; where they differ (a claim tested part by part), any of theirs or
+    "holds with conditions", and claims.yml says why in `why`. Rows marked None (tested elsewhere) are left
+    out; an empty set if no row is left.
     """
     found = {v for v in verdicts if v is not None}
-    if not found:
-        return None
-    return found.pop() if len(found) == 1 else "holds with conditions"
+    return found | {"holds with conditions"} if len(found) > 1 else found
 
 
 def heading_anchor(title):

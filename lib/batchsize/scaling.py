@@ -8,6 +8,7 @@ training-loss Hessian, found by power iteration on Hessian-vector products. The 
 section on generalization) trains each batch size for a fixed budget, tunes its learning rate on held-out data and
 reports the final loss and accuracy of the tuned runs on the training and the test set.
 """
+import functools
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -16,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
+from . import _memo
 from ._checks import as_positive_array, check_data, check_positive_float, check_positive_int
 from .train import TrainConfig, train_many
 
@@ -73,7 +75,7 @@ class Sweep:
 
 
 def sweep_steps(make_model, data, batch_sizes, lrs, targets, seeds=(0, 1, 2), cfg=TrainConfig(), metric="test_loss",
-                max_steps=20000, first_lrs=None, window=(0.25, 1.0), slack=1.25):
+                max_steps=20000, first_lrs=None, window=(0.25, 1.0), slack=1.25, cache=False):
     """Steps to each target for each batch size at its tuned learning rate. Introduced in chapter 2.
 
     Batch sizes are taken from the largest down. The largest tries `first_lrs` (default: the whole `lrs` grid)
@@ -82,7 +84,9 @@ def sweep_steps(make_model, data, batch_sizes, lrs, targets, seeds=(0, 1, 2), cf
     needs more examples than a larger one (E(B) is increasing), so batch size B gets a budget of `slack` x
     (B_prev / B) x the slowest tuned run at B_prev steps; a run that has not answered within it is slower than
     the tuned one and changes no tuned result. Tuned runs that did not answer are rerun with `max_steps`.
-    window=(0, inf) with slack=inf is the unpruned sweep.
+    window=(0, inf) with slack=inf is the unpruned sweep. cache=True keeps each batched training call on disk,
+    keyed by all its inputs, the library's source, the versions, the CPU and the thread count, so a later call
+    that repeats it on this machine (chapter 3.b repeats chapter 2's sweep) loads it instead of training again.
     """
     batch_sizes = np.sort(as_positive_array(batch_sizes, "batch_sizes", integer=True))[::-1]
     lrs = np.sort(as_positive_array(lrs, "lrs"))
@@ -98,6 +102,7 @@ def sweep_steps(make_model, data, batch_sizes, lrs, targets, seeds=(0, 1, 2), cf
     if np.isfinite(slack):
         check_positive_float(slack, "slack")
     cfg = replace(cfg, target=float(hardest), target_metric=metric, progress=False)
+    run_many = functools.partial(_memo.call, train_many) if cache else train_many
     out_steps = np.full((len(targets), len(batch_sizes), len(seeds)), np.inf)
     best_lr = np.full((len(targets), len(batch_sizes)), np.nan)
     tried, params, num_runs = [], [], 0
@@ -113,7 +118,7 @@ def sweep_steps(make_model, data, batch_sizes, lrs, targets, seeds=(0, 1, 2), cf
         while True:
             new = [lr for lr in cand if lr not in results]
             if new:
-                hist = train_many(make_model, data, new, seeds, run_cfg)
+                hist = run_many(make_model, data, new, seeds, run_cfg)
                 num_runs += len(new) * len(seeds)
                 s = steps_to_target(hist.eval_steps, getattr(hist, metric), targets, metric)
                 for k, lr in enumerate(new):
@@ -151,7 +156,7 @@ def sweep_steps(make_model, data, batch_sizes, lrs, targets, seeds=(0, 1, 2), cf
         p = results[lr_hard][2]
         missing = np.isinf(results[lr_hard][0]).any(0)  # seeds of the tuned lr that did not answer in the budget
         if missing.any() and budget < max_steps:
-            rerun = train_many(make_model, data, [lr_hard], seeds[missing], replace(run_cfg, num_steps=max_steps))
+            rerun = run_many(make_model, data, [lr_hard], seeds[missing], replace(run_cfg, num_steps=max_steps))
             num_runs += int(missing.sum())
             s = steps_to_target(rerun.eval_steps, getattr(rerun, metric), targets, metric)  # (num_targets, num_missing)
             for t in range(len(targets)):
