@@ -103,6 +103,18 @@ def test_pruned_sweep_equals_unpruned_sweep(small_data):
     assert pruned.num_runs < full.num_runs
 
 
+def test_a_widening_window_with_capped_steps_equals_the_full_grid(small_data):
+    # the first window lies far below the best, so every batch size widens it, each new lr capped at the steps
+    # of the best one's slowest seed
+    kw = dict(batch_sizes=[8, 32, 128], lrs=0.04 * 2.0 ** np.arange(6), targets=[1.8, 1.6], seeds=[0, 1, 2],
+              cfg=TrainConfig(eval_every=2, eval_growth=1.1), max_steps=1500)
+    pruned = sweep_steps(MLP, small_data, first_lrs=[0.04, 0.08], window=(0.5, 1.0), **kw)
+    full = sweep_steps(MLP, small_data, window=(0, np.inf), slack=np.inf, **kw)
+    assert [len(lrs) for lrs, _, _ in pruned.tried] == [3, 3, 6]  # widened at every batch size
+    np.testing.assert_array_equal(pruned.steps, full.steps)
+    np.testing.assert_array_equal(pruned.best_lr, full.best_lr)
+
+
 def test_sweep_steps_and_params_match_a_run_trained_alone(small_data):
     cfg = TrainConfig(eval_every=2, eval_growth=1.1)
     sw = sweep_steps(MLP, small_data, [32], lrs=[0.1, 0.2, 0.4], targets=[1.5], seeds=[3], cfg=cfg, max_steps=2000)

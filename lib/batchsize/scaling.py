@@ -83,10 +83,13 @@ def sweep_steps(make_model, data, batch_sizes, lrs, targets, seeds=(0, 1, 2), cf
     rate (of the hardest target), and the window widens while the best lies on its edge. A smaller batch never
     needs more examples than a larger one (E(B) is increasing), so batch size B gets a budget of `slack` x
     (B_prev / B) x the slowest tuned run at B_prev steps; a run that has not answered within it is slower than
-    the tuned one and changes no tuned result. Tuned runs that did not answer are rerun with `max_steps`.
+    the tuned one and changes no tuned result. A learning rate added by widening the window only matters if it
+    beats the best so far, which needs most of its seeds to reach the hardest target no later than the best one's
+    slowest seed, so it gets that many steps. Tuned runs that did not answer are rerun with `max_steps`.
     window=(0, inf) with slack=inf is the unpruned sweep. cache=True keeps each batched training call on disk,
     keyed by all its inputs, the library's source, the versions, the CPU and the thread count, so a later call
-    that repeats it on this machine (chapter 3.b repeats chapter 2's sweep) loads it instead of training again.
+    that repeats it on this machine (chapters 3.b and 6 repeat chapter 2's sweep) loads it instead of training
+    again.
     """
     batch_sizes = np.sort(as_positive_array(batch_sizes, "batch_sizes", integer=True))[::-1]
     lrs = np.sort(as_positive_array(lrs, "lrs"))
@@ -114,21 +117,23 @@ def sweep_steps(make_model, data, batch_sizes, lrs, targets, seeds=(0, 1, 2), cf
             cand = lrs if first_lrs is None else np.sort(as_positive_array(first_lrs, "first_lrs"))
         else:
             cand = lrs[(lrs >= lo * prev_lr * (1 - 1e-9)) & (lrs <= hi * prev_lr * (1 + 1e-9))]
-        results = {}  # lr -> (steps (num_targets, num_seeds), diverged (num_seeds,), params {name: (num_seeds, ...)})
+        results = {}  # lr -> (steps (num_targets, num_seeds), diverged (num_seeds,), params, steps budget)
+        cap = run_cfg.num_steps  # steps for the learning rates trained next
         while True:
             new = [lr for lr in cand if lr not in results]
             if new:
-                hist = run_many(make_model, data, new, seeds, run_cfg)
+                hist = run_many(make_model, data, new, seeds, replace(run_cfg, num_steps=cap))
                 num_runs += len(new) * len(seeds)
                 s = steps_to_target(hist.eval_steps, getattr(hist, metric), targets, metric)
                 for k, lr in enumerate(new):
                     rows = slice(k * len(seeds), (k + 1) * len(seeds))
                     results[lr] = (s[:, rows], hist.diverged[rows],
-                                   {n: v[rows] for n, v in hist.params.items()})
+                                   {n: v[rows] for n, v in hist.params.items()}, cap)
             tried_lrs = np.array(sorted(results))
             med = median_steps(np.stack([results[lr][0][hard] for lr in tried_lrs]))  # (num_lrs,)
             if not np.isfinite(med).any() and run_cfg.num_steps < max_steps:  # the budget was too tight: retry
                 run_cfg, budget, results = replace(run_cfg, num_steps=max_steps), max_steps, {}
+                cap = max_steps
                 continue
             k = len(med) - 1 - int(np.argmin(med[::-1]))  # ties go to the larger learning rate
             grow = []
@@ -141,6 +146,9 @@ def sweep_steps(make_model, data, batch_sizes, lrs, targets, seeds=(0, 1, 2), cf
             if not grow:
                 break
             cand = np.concatenate([cand, grow])
+            if np.isfinite(med[k]):  # a new lr must beat this one: most seeds no later than its slowest
+                best_steps = results[tried_lrs[k]][0][hard]
+                cap = int(min(run_cfg.num_steps, best_steps[np.isfinite(best_steps)].max()))
         all_steps = np.stack([results[lr][0] for lr in tried_lrs], 1)  # (num_targets, num_lrs, num_seeds)
         diverged = np.stack([results[lr][1] for lr in tried_lrs])
         for t in range(len(targets)):
@@ -155,7 +163,7 @@ def sweep_steps(make_model, data, batch_sizes, lrs, targets, seeds=(0, 1, 2), cf
                                f"{budget} steps; raise max_steps or pick an easier target")
         p = results[lr_hard][2]
         missing = np.isinf(results[lr_hard][0]).any(0)  # seeds of the tuned lr that did not answer in the budget
-        if missing.any() and budget < max_steps:
+        if missing.any() and results[lr_hard][3] < max_steps:
             rerun = run_many(make_model, data, [lr_hard], seeds[missing], replace(run_cfg, num_steps=max_steps))
             num_runs += int(missing.sum())
             s = steps_to_target(rerun.eval_steps, getattr(rerun, metric), targets, metric)  # (num_targets, num_missing)
