@@ -102,9 +102,13 @@ def test_slider_range_reaches_unstable_lrs():
     assert lr_slider.base ** lr_slider.max * 2.0 >= 2  # the lesson's curvature 2: lets a reader see divergence
 
 
-def test_explorer_callback_runs_with_slider_defaults():
+def test_explorer_callback_draws_the_slider_values():
     widget = sgd_explorer()
+    plt.close("all")
+    widget.children[0].value = 32  # move the batch-size slider: the callback must receive the new value
     widget.f(**widget.kwargs)
+    fig = plt.gcf()
+    assert len(fig.axes) == 2 and fig._suptitle.get_text() == "batch size 32, learning rate 0.1"
 
 
 def test_explorer_defaults_draw_through_plain_function():
