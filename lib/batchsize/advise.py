@@ -158,6 +158,16 @@ def _grid(max_fit):
     return grid if grid[-1] == max_fit else grid + [max_fit]
 
 
+def _check_spread_and_tolerance(spread, tolerance):
+    """Raise unless spread is a factor >= 1 and tolerance a number >= 0; returns spread as a float."""
+    spread = check_positive_float(spread, "spread")
+    if spread < 1:
+        raise ValueError(f"spread must be a factor >= 1, got {spread}")
+    if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or not 0 <= tolerance < np.inf:
+        raise ValueError(f"tolerance must be a number >= 0, got {tolerance!r}")
+    return spread
+
+
 def recommend(throughput, b_noise, spread=3.0, tolerance=0.1):
     """The batch size with the smallest predicted time to a target, and the range of good ones: (best, (low, high)).
 
@@ -166,11 +176,7 @@ def recommend(throughput, b_noise, spread=3.0, tolerance=0.1):
     """
     if not isinstance(throughput, hardware.Throughput):
         raise TypeError(f"throughput must be a hardware.Throughput, got {type(throughput).__name__}")
-    spread = check_positive_float(spread, "spread")
-    if spread < 1:
-        raise ValueError(f"spread must be a factor >= 1, got {spread}")
-    if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or not 0 <= tolerance < np.inf:
-        raise ValueError(f"tolerance must be a number >= 0, got {tolerance!r}")
+    spread = _check_spread_and_tolerance(spread, tolerance)
     B, t = throughput.batch_sizes, throughput.median_s
     pred = predicted_time(B, t, b_noise)
     best = int(B[np.argmin(pred)])
@@ -221,11 +227,7 @@ def advise(model, data, time_budget_s=30.0, ref_batch_size=32, lr=None, device=N
     max_train_steps = check_positive_int(max_train_steps, "max_train_steps")
     probe_steps = check_positive_int(probe_steps, "probe_steps")
     num_noise_examples = check_positive_int(num_noise_examples, "num_noise_examples")
-    spread = check_positive_float(spread, "spread")
-    if spread < 1:
-        raise ValueError(f"spread must be a factor >= 1, got {spread}")
-    if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or not 0 <= tolerance < np.inf:
-        raise ValueError(f"tolerance must be a number >= 0, got {tolerance!r}")
+    spread = _check_spread_and_tolerance(spread, tolerance)
     repeats = check_positive_int(repeats, "repeats")
     if threads is not None:
         threads = check_positive_int(threads, "threads")

@@ -539,9 +539,11 @@ def sweep(make_model, data, batch_sizes, lrs, seeds=(0,), cfg=TrainConfig(), num
                     todo = [j for j in (best - 1, best + 1) if 0 <= j < len(lrs) and not trained[i, j]
                             and (j < tried[0] or j > tried[-1])]
         acc[i][div[i]], loss[i][div[i]] = np.nan, np.nan
-        order = np.argsort(np.concatenate([np.repeat(t, len(seeds)) for t, _ in calls]), kind="stable")
-        merged = calls[0][1] if len(calls) == 1 else _stack_histories([h for _, h in calls])
-        if len(calls) > 1:
+        if len(calls) == 1:
+            merged = calls[0][1]
+        else:  # the calls' runs, put back in grid order
+            merged = _stack_histories([h for _, h in calls])
+            order = np.argsort(np.concatenate([np.repeat(t, len(seeds)) for t, _ in calls]), kind="stable")
             for name in ("train_loss", "train_acc", "test_loss", "test_acc", "diverged", "diverged_at", "reached_at"):
                 setattr(merged, name, getattr(merged, name)[order])
             merged.params = {k: v[torch.from_numpy(order)] for k, v in merged.params.items()}
