@@ -1,7 +1,8 @@
 """An on-disk memo for deterministic training calls, so a chapter that repeats another's sweep loads it.
 
 A call is keyed by a SHA-256 of its function, every argument, the library's own source, the numpy and torch
-versions, the CPU's kernel set and the number of threads: any change that could change a number misses the memo.
+versions, the CPU's kernel set, the number of threads and the book's replicate (BATCHSIZE_SEED): any change that
+could change a number misses the memo.
 Arguments that cannot be keyed exactly (a lambda, a class defined in a notebook) make the call run unmemoised.
 Files live in `data.cache_dir() / "runs"`; deleting that folder is always safe.
 """
@@ -16,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import seeding
 from .data import cache_dir
 
 _PACKAGE = __name__.rsplit(".", 1)[0]
@@ -77,7 +79,7 @@ def _feed(h, obj):
 def _key(fn, *args, **kwargs):
     """Hex digest of the call fn(*args, **kwargs) on this machine; raises _Unkeyable where none is exact."""
     h = hashlib.sha256(_environment().encode())
-    h.update(f"threads:{torch.get_num_threads()};".encode())
+    h.update(f"threads:{torch.get_num_threads()};replicate:{seeding.replicate()};".encode())
     _feed(h, [fn, list(args), kwargs])
     return h.hexdigest()[:32]
 

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import seeding
 from ._checks import as_positive_array, check_data, check_positive_int
 
 _SUPPORTED = (nn.Linear, nn.Conv1d)
@@ -328,7 +329,7 @@ def measure_minibatch_variance(gram, batch_sizes, num_draws=1000, replacement=Tr
         raise ValueError(f"without replacement batch sizes must be <= N={N} examples, got {batch_sizes.max()}")
     # Centre: the Gram matrix of g_i - G, so that c^T K_c c / B^2 = |g_B - G|^2 for a count vector c.
     K_c = K - K.mean(0, keepdims=True) - K.mean(1, keepdims=True) + K.mean()  # (N, N)
-    rng = np.random.default_rng(seed)
+    rng = seeding.default_rng(seed)
     chunk = max(1, min(num_draws, 2**22 // N))  # bound memory: (chunk, N) count matrices
     means, sems = [], []
     for B in batch_sizes:
@@ -374,7 +375,7 @@ def estimate_noise_scale(model, X, y, b_small, b_big, num_draws=100, seed=0, los
     b_small, b_big = check_positive_int(b_small, "b_small"), check_positive_int(b_big, "b_big")
     if b_small >= b_big:
         raise ValueError(f"need b_small < b_big, got b_small={b_small}, b_big={b_big}")
-    generator = torch.Generator().manual_seed(seed)
+    generator = seeding.generator(seed)
     sq_norms = {b_small: 0.0, b_big: 0.0}
     for _ in range(int(num_draws)):
         for batch_size in (b_small, b_big):

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import seeding
 from ._checks import check_data, check_positive_int
 
 NORMALIZATIONS = ("global", "per_micro_batch")
@@ -84,7 +85,7 @@ def make_token_task(num_sequences=64, max_len=32, dim=8, num_classes=5, seed=0):
     for value, name in ((num_sequences, "num_sequences"), (max_len, "max_len"), (dim, "dim"),
                         (num_classes, "num_classes")):
         check_positive_int(value, name)
-    g = torch.Generator().manual_seed(int(seed))
+    g = seeding.generator(int(seed))
     lengths = torch.randint(1, max_len + 1, (num_sequences,), generator=g)
     mask = torch.arange(max_len) < lengths[:, None]  # (num_sequences, max_len)
     X = torch.randn(num_sequences, max_len, dim, generator=g) * mask[..., None]
@@ -137,7 +138,7 @@ def relative_error(a, b):
 
 
 def _ddp_model(seed=0):
-    torch.manual_seed(seed)
+    seeding.manual_seed(seed)
     return nn.Sequential(nn.Linear(40, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10))
 
 
@@ -162,7 +163,7 @@ def ddp_check(per_worker_batch_size=8, accumulation_steps=2, lr=0.1, dataset_siz
     device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if use_cuda else "cpu")
     b, a = per_worker_batch_size, accumulation_steps
     global_batch_size = b * world * a
-    g = torch.Generator().manual_seed(1)
+    g = seeding.generator(1)
     X = torch.randn(global_batch_size, 40, generator=g).to(device)
     y = torch.randint(10, (global_batch_size,), generator=g).to(device)
     out = {"world_size": world, "backend": dist.get_backend(), "device": str(device),

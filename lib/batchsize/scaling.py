@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from . import _memo
+from . import _memo, seeding, tune
 from ._checks import as_positive_array, check_data, check_positive_float, check_positive_int
 from .train import TrainConfig, train_many
 
@@ -112,49 +112,42 @@ def sweep_steps(make_model, data, batch_sizes, lrs, targets, seeds=(0, 1, 2), cf
     prev_lr, budget = None, max_steps
     hard = int(np.argmin(targets) if metric == "test_loss" else np.argmax(targets))
     for j, batch_size in enumerate(batch_sizes):
-        run_cfg = replace(cfg, batch_size=int(batch_size), num_steps=int(budget))
+        state = {"cfg": replace(cfg, batch_size=int(batch_size), num_steps=int(budget))}
         if prev_lr is None:
             cand = lrs if first_lrs is None else np.sort(as_positive_array(first_lrs, "first_lrs"))
         else:
             cand = lrs[(lrs >= lo * prev_lr * (1 - 1e-9)) & (lrs <= hi * prev_lr * (1 + 1e-9))]
-        results = {}  # lr -> (steps (num_targets, num_seeds), diverged (num_seeds,), params, steps budget)
-        cap = run_cfg.num_steps  # steps for the learning rates trained next
-        while True:
-            new = [lr for lr in cand if lr not in results]
-            if new:
-                hist = run_many(make_model, data, new, seeds, replace(run_cfg, num_steps=cap))
-                num_runs += len(new) * len(seeds)
-                s = steps_to_target(hist.eval_steps, getattr(hist, metric), targets, metric)
-                for k, lr in enumerate(new):
-                    rows = slice(k * len(seeds), (k + 1) * len(seeds))
-                    results[lr] = (s[:, rows], hist.diverged[rows],
-                                   {n: v[rows] for n, v in hist.params.items()}, cap)
-            tried_lrs = np.array(sorted(results))
-            med = median_steps(np.stack([results[lr][0][hard] for lr in tried_lrs]))  # (num_lrs,)
-            if not np.isfinite(med).any() and run_cfg.num_steps < max_steps:  # the budget was too tight: retry
-                run_cfg, budget, results = replace(run_cfg, num_steps=max_steps), max_steps, {}
-                cap = max_steps
-                continue
-            k = len(med) - 1 - int(np.argmin(med[::-1]))  # ties go to the larger learning rate
-            grow = []
-            if not np.isfinite(med).any() and tried_lrs[0] > lrs[0]:  # too noisy to get there: smaller lrs
-                grow.append(lrs[lrs < tried_lrs[0]][-1])
-            if np.isfinite(med[k]) and k == len(tried_lrs) - 1 and tried_lrs[-1] < lrs[-1]:
-                grow.append(lrs[lrs > tried_lrs[-1]][0])
-            if np.isfinite(med[k]) and k == 0 and tried_lrs[0] > lrs[0]:
-                grow.append(lrs[lrs < tried_lrs[0]][-1])
-            if not grow:
-                break
-            cand = np.concatenate([cand, grow])
-            if np.isfinite(med[k]):  # a new lr must beat this one: most seeds no later than its slowest
-                best_steps = results[tried_lrs[k]][0][hard]
-                cap = int(min(run_cfg.num_steps, best_steps[np.isfinite(best_steps)].max()))
+
+        def run(new, best, state=state):
+            nonlocal num_runs
+            cap = state["cfg"].num_steps  # a new lr must beat the best: most seeds no later than its slowest
+            if best is not None:
+                cap = int(min(cap, best[1].scores[np.isfinite(best[1].scores)].max()))
+            hist = run_many(make_model, data, new, seeds, replace(state["cfg"], num_steps=cap))
+            num_runs += len(new) * len(seeds)
+            s = steps_to_target(hist.eval_steps, getattr(hist, metric), targets, metric)
+            out = {}
+            for k, lr in enumerate(new):
+                rows = slice(k * len(seeds), (k + 1) * len(seeds))
+                out[lr] = tune.Trial(s[hard, rows], np.isinf(s[hard, rows]),
+                                     (s[:, rows], hist.diverged[rows], {n: v[rows] for n, v in hist.params.items()},
+                                      cap))
+            return out
+
+        def retry(state=state):  # the budget was too tight for every lr: once more with max_steps
+            if state["cfg"].num_steps >= max_steps:
+                return False
+            state["cfg"] = replace(state["cfg"], num_steps=max_steps)
+            return True
+
+        tried_lrs, _, trials = tune.search(lrs, cand, run, higher_is_better=False, retry=retry)
+        run_cfg, budget = state["cfg"], state["cfg"].num_steps
+        results = {lr: trials[lr].payload for lr in tried_lrs}
         all_steps = np.stack([results[lr][0] for lr in tried_lrs], 1)  # (num_targets, num_lrs, num_seeds)
         diverged = np.stack([results[lr][1] for lr in tried_lrs])
         for t in range(len(targets)):
-            m = median_steps(all_steps[t])
-            if np.isfinite(m).any():
-                best = len(m) - 1 - int(np.argmin(m[::-1]))  # ties go to the larger learning rate
+            best = tune.best_index(all_steps[t], np.isinf(all_steps[t]), higher_is_better=False)
+            if best is not None:
                 best_lr[t, j] = tried_lrs[best]
                 out_steps[t, j] = all_steps[t, best]
         lr_hard = best_lr[hard, j]
@@ -264,9 +257,7 @@ def bootstrap_critical_batch(batch_sizes, steps, num_boot=1000, seed=0):
         raise ValueError(f"steps must be (num_batch_sizes, num_seeds) = ({len(batch_sizes)}, ...), "
                          f"got shape {steps.shape}")
     check_positive_int(num_boot, "num_boot")
-    rng = np.random.default_rng(seed)
-    pick = rng.integers(0, steps.shape[1], size=(num_boot, *steps.shape))  # (num_boot, num_batch_sizes, num_seeds)
-    resampled = np.take_along_axis(np.broadcast_to(steps, pick.shape), pick, -1)
+    resampled = tune.bootstrap(steps, num_boot, seed)  # (num_boot, num_batch_sizes, num_seeds)
     meds = median_steps(resampled)  # (num_boot, num_batch_sizes)
     fits = [fit_critical_batch(batch_sizes, m) for m in meds]
     return np.array([f.b_crit for f in fits]), np.array([f.s_min for f in fits])
@@ -319,7 +310,7 @@ def top_hessian_eigenvalue(model, X, y, num_iters=100, tol=1e-4, seed=0, loss_fn
                              f"got {int(y.min())}..{int(y.max())}")
         loss = F.cross_entropy(out, y) if loss_fn is None else loss_fn(out, y)
         grads = torch.autograd.grad(loss, params, create_graph=True)
-    gen = torch.Generator().manual_seed(int(seed))
+    gen = seeding.generator(int(seed))
     v = [torch.randn(p.shape, generator=gen, dtype=p.dtype).to(p.device) for p in params]
     norm = torch.sqrt(sum((u * u).sum() for u in v))
     v = [u / norm for u in v]
@@ -403,12 +394,6 @@ class Generalization:
         return self.num_steps * self.batch_sizes / self.num_examples
 
 
-def _best_lr(val_acc):
-    """Index of the learning rate with the highest median accuracy over seeds (ties: the larger lr)."""
-    med = np.median(val_acc, axis=1)
-    return len(med) - 1 - int(np.argmax(med[::-1]))
-
-
 def generalization_sweep(make_model, data, val_data, batch_sizes, lrs, seeds=(0, 1, 2), cfg=TrainConfig(),
                          num_epochs=None, num_steps=None, first_lrs=None, window=(0.5, 4.0), best_lrs=None):
     """Final training and test results at each batch size, its learning rate tuned on held-out data.
@@ -416,8 +401,8 @@ def generalization_sweep(make_model, data, val_data, batch_sizes, lrs, seeds=(0,
     Introduced in chapter 2 (generalization). Each batch size B trains for num_epochs times N // B steps (a fixed
     budget of examples) or for num_steps steps (a fixed budget of steps), every (lr, seed) of its learning rates
     as one batched model (`train.train_many`). `data` is (X_train, y_train, X_test, y_test); `val_data`,
-    (X_val, y_val), picks the learning rate: the one with the highest median validation accuracy over seeds at
-    the end of the budget (a diverged run counts as accuracy 0). The tuned runs are then evaluated on the whole
+    (X_val, y_val), picks the learning rate by `tune`'s rule on the validation accuracy at the end of the budget
+    (the highest median over seeds, a diverged run the worst, ties to the larger lr). The tuned runs are then evaluated on the whole
     training set and on the test set.
 
     Batch sizes are taken from the smallest up. The smallest tries `first_lrs` (default: the whole `lrs` grid);
@@ -469,34 +454,28 @@ def generalization_sweep(make_model, data, val_data, batch_sizes, lrs, seeds=(0,
             cand = lrs if first_lrs is None else np.sort(as_positive_array(first_lrs, "first_lrs"))
         else:
             cand = lrs[(lrs >= lo * prev_lr * (1 - 1e-9)) & (lrs <= hi * prev_lr * (1 + 1e-9))]
-        results = {}  # lr -> (val_acc (num_seeds,), diverged (num_seeds,), params {name: (num_seeds, ...)})
-        while True:
-            new = [lr for lr in cand if lr not in results]
-            if new:
-                hist = train_many(make_model, fit_data, new, seeds, run_cfg)
-                num_runs += len(new) * len(seeds)
-                acc = np.where(hist.diverged, 0.0, np.nan_to_num(hist.test_acc[:, -1]))
-                for k, lr in enumerate(new):
-                    rows = slice(k * len(seeds), (k + 1) * len(seeds))
-                    results[lr] = (acc[rows], hist.diverged[rows], {n: v[rows] for n, v in hist.params.items()})
-            tried_lrs = np.array(sorted(results))
-            val = np.stack([results[lr][0] for lr in tried_lrs])  # (num_lrs, num_seeds)
-            div = np.stack([results[lr][1] for lr in tried_lrs])
-            k = _best_lr(val)
-            grow = []
-            if best_lrs is not None:
-                break
-            if div.all(1)[k] or (k == 0 and tried_lrs[0] > lrs[0]):  # all diverged, or best on the lower edge
-                grow += list(lrs[lrs < tried_lrs[0]][-1:])
-            if not div.all(1)[k] and k == len(tried_lrs) - 1 and tried_lrs[-1] < lrs[-1]:
-                grow += list(lrs[lrs > tried_lrs[-1]][:1])
-            if not grow:
-                break
-            cand = np.concatenate([cand, grow])
-        if div.all(1)[k] and best_lrs is None:
+
+        def run(new, _best, run_cfg=run_cfg):
+            nonlocal num_runs
+            hist = train_many(make_model, fit_data, new, seeds, run_cfg)
+            num_runs += len(new) * len(seeds)
+            acc = np.where(hist.diverged, np.nan, hist.test_acc[:, -1])
+            out = {}
+            for k, lr in enumerate(new):
+                rows = slice(k * len(seeds), (k + 1) * len(seeds))
+                out[lr] = tune.Trial(acc[rows], hist.diverged[rows], {n: v[rows] for n, v in hist.params.items()})
+            return out
+
+        tried_lrs, k, trials = tune.search(cand if best_lrs is not None else lrs, cand, run)
+        val = np.stack([trials[lr].scores for lr in tried_lrs])  # (num_lrs, num_seeds)
+        div = np.stack([trials[lr].failed for lr in tried_lrs])
+        if k is None and best_lrs is None:
             raise RuntimeError(f"every learning rate diverged at batch size {batch_size}; add smaller ones to lrs")
+        if k is None:  # the given learning rate diverged on every seed: report it as diverged
+            k = 0
         best_lr[j] = prev_lr = tried_lrs[k]
-        acc, diverged_best[j], p = results[tried_lrs[k]]
+        acc, diverged_best[j], p = trials[tried_lrs[k]].scores, trials[tried_lrs[k]].failed, \
+            trials[tried_lrs[k]].payload
         tried.append((tried_lrs, val, div))
         params.append(p)
         ok = ~diverged_best[j]

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import seeding
 from ._checks import as_positive_array, check_positive_float, check_positive_int
 
 
@@ -57,7 +58,7 @@ def simulate_sgd(theta0=0.0, target=3.0, curvature=2.0, lrs=0.1, batch_sizes=(1,
             raise TypeError(f"{name} must be a number >= 0, got {type(value).__name__} {value!r}")
         if not np.isfinite(value) or value < 0:
             raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-    rng = np.random.default_rng(seed)
+    rng = seeding.default_rng(seed)
     step_noise = noise_std / np.sqrt(batch_sizes)[None, :, None]  # (1, num_batch_sizes, 1)
     lr = lrs[None, None, :]  # (1, 1, num_lrs)
     theta = np.empty((num_seeds, len(batch_sizes), len(lrs), num_steps + 1))
@@ -238,7 +239,7 @@ def simulate_nqm(nqm, lr, batch_size, num_steps, momentum=0.0, precondition_powe
         raise ValueError("simulate_nqm takes one lr and one batch_size")
     check_positive_int(num_steps, "num_steps")
     check_positive_int(num_seeds, "num_seeds")
-    rng = np.random.default_rng(seed)
+    rng = seeding.default_rng(seed)
     h, c = nqm.curvatures, nqm.noise
     a = lrs[0] * h ** -p  # (dim,)
     noise_std = np.sqrt(c / batch_sizes[0])  # (dim,)

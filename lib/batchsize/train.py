@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch.func import functional_call, stack_module_state
 from tqdm.auto import tqdm
 
+from . import seeding, tune
 from ._checks import check_batch_size, check_data, check_positive_float, check_positive_int
 
 
@@ -67,7 +68,7 @@ class History:
 
 def _batch_order(num_examples, batch_size, num_steps, seed):
     """Indices (num_steps, batch_size): reshuffled every epoch from the run's own seed."""
-    gen = torch.Generator().manual_seed(int(seed))
+    gen = seeding.generator(int(seed))
     steps_per_epoch = num_examples // batch_size
     num_epochs = -(-num_steps // steps_per_epoch)
     perms = [torch.randperm(num_examples, generator=gen)[: steps_per_epoch * batch_size] for _ in range(num_epochs)]
@@ -93,7 +94,7 @@ class _Orders:
     def __init__(self, num_examples, batch_size, seeds):
         self.batch_size, self.num_examples = batch_size, num_examples
         self.per_epoch = num_examples // batch_size
-        self.gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
+        self.gens = [seeding.generator(int(s)) for s in seeds]
         self.epoch, self.perms = -1, None
         self.cursor = num_examples  # next unused position of the current permutation (for `take`)
 
@@ -354,7 +355,7 @@ def train_many(make_model, data, lrs, seeds=(0,), cfg=TrainConfig(), lr_schedule
 
     Introduced in chapter 1 (gradient variance). Runs are ordered lr-major: run i has
     lr = lrs[i // len(seeds)] and seed = seeds[i % len(seeds)]. Run (lr, seed) starts from
-    `torch.manual_seed(seed); make_model()` and matches `train` with that seed. `lr_schedules` (chapter 3):
+    `seeding.manual_seed(seed); make_model()` and matches `train` with that seed. `lr_schedules` (chapter 3):
     None (every run follows cfg.lr_schedule) or one schedule per lr, so each lr may have its own. `betas` and
     `eps` (chapter 3, Adam and AdamW): None (cfg.betas and cfg.eps for every run) or one (beta1, beta2) pair,
     and one eps, per lr.
@@ -377,7 +378,7 @@ def train_many(make_model, data, lrs, seeds=(0,), cfg=TrainConfig(), lr_schedule
     models = []
     for _ in lrs:
         for seed in seeds:
-            torch.manual_seed(seed)
+            seeding.manual_seed(seed)
             models.append(make_model())
     params, _ = stack_module_state(models)
     params = {k: v.detach() for k, v in params.items()}
@@ -470,14 +471,6 @@ class Sweep:
     trained: np.ndarray = None  # bool (num_batch_sizes, num_lrs): False where an lr_window left the cell out
 
 
-def _best_lr(acc, diverged):
-    """Index of the lr with the best mean accuracy over seeds among those where no seed diverged; None if none."""
-    ok = ~diverged.any(-1) & ~np.isnan(acc).all(-1)  # (num_lrs,)
-    if not ok.any():
-        return None
-    return int(np.argmax(np.where(ok, np.nanmean(np.where(ok[:, None], acc, 0.0), -1), -np.inf)))
-
-
 def _stack_histories(hists):
     """Rows of several Histories of the same config, one after another."""
     def rows(name):
@@ -495,9 +488,10 @@ def sweep(make_model, data, batch_sizes, lrs, seeds=(0,), cfg=TrainConfig(), num
     num_epochs * (N // B) steps (a budget of examples); otherwise cfg.num_steps (a budget of steps).
     With lr_window=(low, high), batch sizes run in increasing order: the smallest trains the whole grid, and
     each larger one only the grid learning rates within low to high times the previous batch size's best
-    (best mean test accuracy, no seed diverged), one more grid point at a time while its best sits on an edge
-    of those trained. It rests on the best lr not falling as the batch grows, and on an lr above a diverged one
-    diverging too; the edge rule catches a best that does fall.
+    (`tune`'s rule on the final test accuracy: the best median over seeds, a diverged seed the worst, ties to
+    the larger lr), one more grid point at a time while its best sits on an edge of those trained. It rests on
+    the best lr not falling as the batch grows, and on an lr above a diverged one diverging too; the edge rule
+    catches a best that does fall.
     """
     batch_sizes = [check_positive_int(int(b), "batch_sizes") for b in np.atleast_1d(batch_sizes)]
     lrs, seeds = np.atleast_1d(np.asarray(lrs, dtype=float)), list(np.atleast_1d(seeds))
@@ -521,23 +515,19 @@ def sweep(make_model, data, batch_sizes, lrs, seeds=(0,), cfg=TrainConfig(), num
             low, high = lr_window[0] * lrs[best] * (1 - 1e-9), lr_window[1] * lrs[best] * (1 + 1e-9)
             todo = [j for j in range(len(lrs)) if low <= lrs[j] <= high] or [best]
         calls = []
-        while todo:
-            hist = train_many(make_model, data, lrs[todo], seeds, run_cfg)
-            calls.append((todo, hist))
+
+        def run(new, _best_lr, i=i, run_cfg=run_cfg, calls=calls):
+            cols = [int(np.flatnonzero(lrs == lr)[0]) for lr in new]
+            hist = train_many(make_model, data, lrs[cols], seeds, run_cfg)
+            calls.append((cols, hist))
             for name, out in (("test_acc", acc), ("test_loss", loss)):
-                out[i, todo] = getattr(hist, name)[:, -1].reshape(len(todo), len(seeds))
-            div[i, todo] = hist.diverged.reshape(len(todo), len(seeds))
-            trained[i, todo] = True
-            tried = np.flatnonzero(trained[i])
-            best = _best_lr(acc[i, tried], div[i, tried])
-            todo = []
-            if lr_window is not None:
-                if best is None:  # every trained lr diverged: try the next smaller one
-                    todo = [tried[0] - 1] if tried[0] > 0 else []
-                else:
-                    best = int(tried[best])
-                    todo = [j for j in (best - 1, best + 1) if 0 <= j < len(lrs) and not trained[i, j]
-                            and (j < tried[0] or j > tried[-1])]
+                out[i, cols] = getattr(hist, name)[:, -1].reshape(len(cols), len(seeds))
+            div[i, cols] = hist.diverged.reshape(len(cols), len(seeds))
+            trained[i, cols] = True
+            return {lr: tune.Trial(acc[i, j], div[i, j]) for lr, j in zip(new, cols)}
+
+        tried, k, _ = tune.search(lrs if lr_window is not None else lrs[todo], lrs[todo], run)
+        best = None if k is None else int(np.flatnonzero(lrs == tried[k])[0])
         acc[i][div[i]], loss[i][div[i]] = np.nan, np.nan
         if len(calls) == 1:
             merged = calls[0][1]
