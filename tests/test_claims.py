@@ -1,5 +1,6 @@
-"""Tests for claims.py, and of claims.yml against the chapters: one verdict per claim, links that resolve, and
-verdicts that agree with the verdict tables of the chapters that test them."""
+"""Tests for claims.py, and of claims.yml against the chapters: one verdict per claim, links that resolve,
+verdicts that agree with the verdict tables of the chapters that test them, and verdicts that rest on assertion
+cells that name them (their "claims" metadata) and ran without error in the executed book."""
 import json
 import re
 from pathlib import Path
@@ -10,6 +11,10 @@ from batchsize import claims
 
 ROOT = Path(__file__).resolve().parents[1]
 CHAPTERS = ROOT / "chapters"
+# The executed notebooks of the last book build (README step 1): myst-nb writes each one there. The build aborts at
+# the first notebook that raises; only a build that ran to its end writes BUILD_STATUS (_ext/build_reports.py).
+EXECUTED = ROOT / "_build" / "jupyter_execute" / "chapters"
+BUILD_STATUS = ROOT / "_build" / "html" / ".build-status.json"
 
 
 @pytest.fixture(scope="module")
@@ -78,6 +83,100 @@ def test_every_verdict_rests_on_assertions_that_run(book_claims):
         cells = json.loads((CHAPTERS / name).read_text(encoding="utf8"))["cells"]
         assert any(c["cell_type"] == "code" and re.search(r"^\s*assert ", "".join(c["source"]), re.M)
                    for c in cells), name
+
+
+def test_every_assertion_cell_names_the_claims_it_checks():
+    problems = []
+    for path in sorted(CHAPTERS.glob("*.ipynb")):
+        for cell in json.loads(path.read_text(encoding="utf8"))["cells"]:
+            where = f"{path.name}, cell {cell.get('id')!r}"
+            named = cell.get("metadata", {}).get("claims")
+            if not claims.is_assertion_cell(cell):
+                if named is not None:
+                    problems.append(f"{where}: 'claims' metadata on a cell without an assert statement")
+            elif named is None:
+                problems.append(f"{where}: assertion cell without 'claims' metadata: the claim ids it checks, [] if "
+                                "none (.ci/apply_claims_map.py writes them from .ci/claims_map.json)")
+            elif not isinstance(named, list) or not all(isinstance(cid, str) for cid in named):
+                problems.append(f"{where}: 'claims' metadata must be a list of claim ids, got {named!r}")
+            elif set(named) - set(claims.CLAIM_IDS):
+                problems.append(f"{where}: unknown claim ids {sorted(set(named) - set(claims.CLAIM_IDS))}")
+    assert not problems, "\n".join(problems)
+
+
+def verdict_checks(book_claims):
+    """{claim id: [(notebook, cell id), ...]}: the assertion cells naming a testable claim in its tested_in chapters."""
+    checks = claims.assertion_checks(CHAPTERS)
+    return {c["id"]: [(name, cid) for name, cid in checks[c["id"]] if name in c["tested_in"]]
+            for c in book_claims if c["verdict"] != "untestable here"}
+
+
+def test_every_verdict_is_named_by_an_assertion_cell_of_a_chapter_that_tests_it(book_claims):
+    tested_in = {c["id"]: c["tested_in"] for c in book_claims}
+    unchecked = [cid for cid, cells in verdict_checks(book_claims).items() if not cells]
+    assert not unchecked, "no assertion cell names these claims in a chapter of their tested_in: " + ", ".join(
+        f"{cid} (tested_in {tested_in[cid]})" for cid in unchecked)
+
+
+def test_every_check_of_a_verdict_ran_and_passed_in_the_built_book(book_claims):
+    if not EXECUTED.is_dir():
+        pytest.skip(f"no executed book in {EXECUTED}: build it first (README step 1, "
+                    "jupyter-book build --all -W -n --keep-going .)")
+    assert BUILD_STATUS.is_file(), (f"the last book build stopped before its end (no {BUILD_STATUS}), so the "
+                                    f"notebooks in {EXECUTED} may be older than the chapters: see _build/html/reports/")
+    checks = verdict_checks(book_claims)
+    unchecked = [cid for cid, cells in checks.items() if not cells]
+    assert not unchecked, f"claims named by no assertion cell of their tested_in chapters: {unchecked}"
+    named = {}  # notebook -> {cell id: [claim ids]}
+    for cid, cells in checks.items():
+        for name, cell_id in cells:
+            named.setdefault(name, {}).setdefault(cell_id, []).append(cid)
+    problems = []
+    for name, cells in sorted(named.items()):
+        executed_path = EXECUTED / name
+        if not executed_path.is_file():
+            problems.append(f"{name}: no executed copy in {EXECUTED}: its execution failed or the build stopped "
+                            f"before it (see _build/html/reports/)")
+            continue
+        source_nb = json.loads((CHAPTERS / name).read_text(encoding="utf8"))
+        executed = json.loads(executed_path.read_text(encoding="utf8"))
+        code = [(c.get("id"), "".join(c["source"])) for c in source_nb["cells"] if c["cell_type"] == "code"]
+        if code != [(c.get("id"), "".join(c["source"])) for c in executed["cells"] if c["cell_type"] == "code"]:
+            problems.append(f"{name}: the executed copy's code differs from the chapter's: rebuild the book")
+            continue
+        by_id = {c.get("id"): c for c in executed["cells"]}
+        for cell_id, cids in cells.items():
+            cell = by_id[cell_id]
+            errors = [o for o in cell.get("outputs", []) if o.get("output_type") == "error"]
+            if not isinstance(cell.get("execution_count"), int):
+                problems.append(f"{name}, cell {cell_id!r} (checks {cids}): did not run in the built book")
+            elif errors:
+                problems.append(f"{name}, cell {cell_id!r} (checks {cids}): raised {errors[0].get('ename')}: "
+                                f"{errors[0].get('evalue')}")
+    assert not problems, "\n".join(problems)
+
+
+def test_assertion_checks_reads_the_claims_metadata(tmp_path):
+    def code(source, **metadata):
+        return {"cell_type": "code", "id": f"c{len(cells)}", "metadata": metadata, "source": [source],
+                "outputs": [], "execution_count": None}
+
+    cells = []
+    for source, meta in (("assert x > 0\n", {"claims": ["L1", "F5"]}), ("if x:\n    assert y\n", {"claims": []}),
+                         ("np.testing.assert_allclose(a, b)", {"claims": ["A1"]}),  # no assert statement
+                         ("%matplotlib inline\nassert z", {"claims": ["F5"]}), ("x = 1", {})):
+        cells.append(code(source, **meta))
+    cells.append({"cell_type": "markdown", "id": "m", "metadata": {"claims": ["A2"]}, "source": ["assert"]})
+    (tmp_path / "a.ipynb").write_text(json.dumps({"cells": cells}))
+    checks = claims.assertion_checks(tmp_path)
+    assert set(checks) == set(claims.CLAIM_IDS)
+    assert checks["L1"] == [("a.ipynb", "c0")] and checks["F5"] == [("a.ipynb", "c0"), ("a.ipynb", "c3")]
+    assert checks["A1"] == checks["A2"] == []
+    assert [claims.is_assertion_cell(c) for c in cells] == [True, True, False, True, False, False]
+    cells[0]["metadata"]["claims"] = ["L9"]
+    (tmp_path / "a.ipynb").write_text(json.dumps({"cells": cells}))
+    with pytest.raises(ValueError, match="unknown claim ids \\['L9'\\]"):
+        claims.assertion_checks(tmp_path)
 
 
 def test_normalise_verdict_accepts_the_four_verdicts_only():

@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from batchsize import tune
 from batchsize.data import load_mnist1d
 from batchsize.models import MLP
 from batchsize.scaling import (Generalization, Sweep, bootstrap_critical_batch, evaluate_runs, fit_critical_batch,
@@ -113,6 +114,20 @@ def test_a_widening_window_with_capped_steps_equals_the_full_grid(small_data):
     assert [len(lrs) for lrs, _, _ in pruned.tried] == [3, 3, 6]  # widened at every batch size
     np.testing.assert_array_equal(pruned.steps, full.steps)
     np.testing.assert_array_equal(pruned.best_lr, full.best_lr)
+
+
+def test_near_best_lrs_bracket_the_tuned_lr_and_shrink_to_it_without_noise_allowance(small_data):
+    kw = dict(batch_sizes=[8, 32], lrs=0.04 * 2.0 ** np.arange(6), targets=[1.8], seeds=[0, 1, 2],
+              cfg=TrainConfig(eval_every=2, eval_growth=1.1), max_steps=1500)
+    sw = sweep_steps(MLP, small_data, window=(0, np.inf), slack=np.inf, **kw)
+    lo, hi = sw.near_best_lrs()
+    assert np.all(lo <= sw.best_lr[0]) and np.all(sw.best_lr[0] <= hi)
+    lo0, hi0 = sw.near_best_lrs(z=0)
+    np.testing.assert_array_equal(lo0, sw.best_lr[0])
+    np.testing.assert_array_equal(hi0, sw.best_lr[0])
+    for j, (lrs, steps, _) in enumerate(sw.tried):  # every lr in the bracket is within 2 s.e. of the best
+        inside = (lrs >= lo[j]) & (lrs <= hi[j])
+        assert tune.near_best(np.log(steps[0]), np.isinf(steps[0]), higher_is_better=False)[inside].any()
 
 
 def test_sweep_steps_and_params_match_a_run_trained_alone(small_data):

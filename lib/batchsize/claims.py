@@ -3,8 +3,12 @@
 claims.yml, shipped inside this package (lib/batchsize/claims.yml), is the one source of truth for the 34 verdicts (L1-L5 from the course
 lesson, F1-F18 from the forum answer, A1-A11 from the blog article). Each chapter that tests a claim ends with a
 table whose rows read `| <claim id> | what it says | **<verdict>**: why | evidence |`; `verdict_rows` reads them,
-and the tests check that claims.yml and the chapters agree. Introduced in chapter 5 (the claims, tested).
+and the tests check that claims.yml and the chapters agree. Each assertion cell of a chapter names the claims it
+checks in its metadata, `"claims": [<claim id>, ...]` (an empty list for a check of a method); `assertion_checks`
+collects them, so the tests can require every verdict to rest on checks that ran. Introduced in chapter 5 (the
+claims, tested).
 """
+import ast
 import json
 import re
 from pathlib import Path
@@ -17,6 +21,7 @@ ELSEWHERE = "not tested on this page"
 _FIELDS = {"id", "claim", "verdict", "why", "number", "tested_in", "settle"}
 _ROW = re.compile(r"^\|\s*([LFA]\d+)\b[^|]*\|[^|]*\|\s*\*\*([^*]+)\*\*")
 _GLUE = re.compile(r"\{glue(?::\w+)?\}`([^`:]+)::([^`:]+)(?::[^`]*)?`")
+_ASSERT_LINE = re.compile(r"^\s*assert\b", re.M)
 
 
 def default_path():
@@ -141,3 +146,48 @@ def claims_table(claims, chapters_dir, anchor="what-the-claims-say"):
         cells = [claim["id"], claim["claim"], f"**{claim['verdict']}**: {why}", claim["number"], links]
         lines.append("| " + " | ".join(" ".join(str(c).split()).replace("|", "\\|") for c in cells) + " |")
     return "\n".join(lines)
+
+
+def _parse_cell(source):
+    """The syntax tree of a cell's code, read as IPython if plain Python fails (magics, shell escapes); None if neither."""
+    try:
+        return ast.parse(source)
+    except SyntaxError:
+        pass
+    try:
+        from IPython.core.inputtransformer2 import TransformerManager
+        return ast.parse(TransformerManager().transform_cell(source))
+    except (ImportError, SyntaxError):
+        return None
+
+
+def is_assertion_cell(cell):
+    """Whether a notebook cell (a dict of the .ipynb) is code holding an assert statement. Introduced in chapter 5."""
+    if cell.get("cell_type") != "code":
+        return False
+    source = cell["source"] if isinstance(cell["source"], str) else "".join(cell["source"])
+    if "assert" not in source:
+        return False
+    tree = _parse_cell(source)
+    if tree is None:  # not Python even for IPython: fall back to the text
+        return bool(_ASSERT_LINE.search(source))
+    return any(isinstance(node, ast.Assert) for node in ast.walk(tree))
+
+
+def assertion_checks(chapters_dir):
+    """{claim id: [(notebook, cell id), ...]}, from the "claims" metadata of assertion cells. Introduced in chapter 5."""
+    checks = {cid: [] for cid in CLAIM_IDS}
+    for path in sorted(Path(chapters_dir).glob("*.ipynb")):
+        for cell in json.loads(path.read_text(encoding="utf8"))["cells"]:
+            if not is_assertion_cell(cell) or "claims" not in cell.get("metadata", {}):
+                continue
+            named = cell["metadata"]["claims"]
+            where = f"{path.name}, cell {cell.get('id')!r}"
+            if not isinstance(named, list) or not all(isinstance(cid, str) for cid in named):
+                raise ValueError(f"{where}: the 'claims' metadata must be a list of claim ids, got {named!r}")
+            unknown = sorted(set(named) - set(CLAIM_IDS))
+            if unknown:
+                raise ValueError(f"{where}: unknown claim ids {unknown}; ids are L1-L5, F1-F18 and A1-A11")
+            for cid in dict.fromkeys(named):
+                checks[cid].append((path.name, cell.get("id")))
+    return checks

@@ -73,6 +73,18 @@ class Sweep:
         """Median steps over seeds, (num_targets, num_batch_sizes)."""
         return median_steps(self.steps)
 
+    def near_best_lrs(self, target=-1, z=2.0):
+        """Smallest and largest learning rate within the seed noise of the tuned one at each batch size, on log
+        steps to the target (`tune.near_best`): two arrays (num_batch_sizes,)."""
+        lo, hi = np.full(len(self.batch_sizes), np.nan), np.full(len(self.batch_sizes), np.nan)
+        for j, (lrs, steps, _) in enumerate(self.tried):
+            s = steps[target]  # (num_lrs, num_seeds)
+            with np.errstate(divide="ignore"):
+                mask = tune.near_best(np.log(s), np.isinf(s), higher_is_better=False, z=z)
+            if mask.any():
+                lo[j], hi[j] = lrs[mask].min(), lrs[mask].max()
+        return lo, hi
+
 
 def sweep_steps(make_model, data, batch_sizes, lrs, targets, seeds=(0, 1, 2), cfg=TrainConfig(), metric="test_loss",
                 max_steps=20000, first_lrs=None, window=(0.25, 1.0), slack=1.25, cache=False):

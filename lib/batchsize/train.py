@@ -470,6 +470,27 @@ class Sweep:
     histories: list  # one History per batch size, its trained lrs in grid order, runs lr-major as in train_many
     trained: np.ndarray = None  # bool (num_batch_sizes, num_lrs): False where an lr_window left the cell out
 
+    def best(self):
+        """Per batch size, the tuned lr (`tune`'s rule on the final test accuracy), its median accuracy over the
+        seeds and the seeds' standard error of the mean: three arrays (num_batch_sizes,). Introduced in chapter 3."""
+        lrs, acc, sem = (np.full(len(self.batch_sizes), np.nan) for _ in range(3))
+        trained = np.ones(self.test_acc.shape[:2], bool) if self.trained is None else self.trained
+        for i in range(len(self.batch_sizes)):
+            k = tune.best_index(self.test_acc[i], self.diverged[i] | ~trained[i][:, None])
+            if k is not None:
+                seeds = self.test_acc[i, k]
+                lrs[i], acc[i], sem[i] = self.lrs[k], np.median(seeds), seeds.std(ddof=1) / np.sqrt(len(seeds))
+        return lrs, acc, sem
+
+    def seeds_at(self, batch_size, lr):
+        """Final test accuracy of every seed (NaN where it diverged) at this batch size and the grid lr nearest
+        `lr` (in log). Introduced in chapter 3."""
+        rows = np.flatnonzero(self.batch_sizes == batch_size)
+        if len(rows) != 1:
+            raise ValueError(f"batch_size must be one of the sweep's {self.batch_sizes.tolist()}, got {batch_size!r}")
+        j = int(np.argmin(np.abs(np.log(self.lrs / check_positive_float(lr, "lr")))))
+        return np.where(self.diverged[rows[0], j], np.nan, self.test_acc[rows[0], j])
+
 
 def _stack_histories(hists):
     """Rows of several Histories of the same config, one after another."""
