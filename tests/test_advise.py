@@ -2,7 +2,6 @@
 import json
 import subprocess
 import sys
-import time
 
 import matplotlib
 
@@ -26,11 +25,13 @@ def tiny_model():
     return models.MLP(in_features=8, hidden=(16,), num_classes=3)
 
 
+WORK = dict(max_train_steps=100, probe_steps=30, repeats=3, num_noise_points=4)  # the tiny model's fixed work
+
+
 @pytest.fixture(scope="module")
 def tiny_advice():
     torch.set_num_threads(1)
-    return advise.advise(tiny_model, tiny_data(), time_budget_s=20, max_train_steps=100, probe_steps=30,
-                         repeats=3, num_noise_points=4)
+    return advise.advise(tiny_model, tiny_data(), fixed_work=True, time_budget_s=None, rounds=3, **WORK)
 
 
 def test_advice_on_a_tiny_model_is_consistent(tiny_advice):
@@ -43,38 +44,117 @@ def test_advice_on_a_tiny_model_is_consistent(tiny_advice):
     assert a.knee in grid
     assert list(a.noise_steps) == [0, 25, 50, 75, 100] and np.all(np.isfinite(a.b_simple))
     assert a.b_noise == np.median(a.b_simple[2:])
-    assert a.ref_lr in advise.PROBE_LRS and len(a.probe_loss) == len(advise.PROBE_LRS)
+    assert a.ref_lr in advise.PROBE_LRS and len(a.probe_loss) == len(advise.PROBE_LRS) and a.probe_num_steps == 30
     assert a.lr == pytest.approx(advise.scaled_lr(a.ref_lr, a.ref_batch_size, a.batch_size, a.b_noise))
     assert (a.warmup_steps > 0) == (a.lr > a.ref_lr)
-    assert a.notes == [] and a.seconds < 20
-    assert "recommended batch size" in a.summary()
+    assert a.notes == [] and a.fixed_work and a.time_budget_s == np.inf
+    assert "recommended batch size" in a.summary() and "fixed work" in a.summary()
+
+
+def test_fixed_work_times_every_batch_size_in_interleaved_rounds(tiny_advice):
+    a = tiny_advice
+    assert a.step_times.shape == (3, 9) and np.all(a.step_times > 0)
+    q25, med, q75 = np.percentile(a.step_times, [25, 50, 75], axis=0)
+    np.testing.assert_array_equal(a.throughput.median_s, med)
+    np.testing.assert_array_equal(a.throughput.q25_s, q25)
+    np.testing.assert_array_equal(a.throughput.q75_s, q75)
+    assert list(a.phases) == ["finder", "throughput", "probe", "noise"]
+    for p in a.phases.values():
+        assert p.deadline_s == np.inf and not p.cut
+    assert a.phases["throughput"].units == 9 and a.phases["noise"].units == 5 and a.phases["probe"].units == 1
 
 
 def test_advice_is_reproducible_apart_from_timings(tiny_advice):
-    again = advise.advise(tiny_model, tiny_data(), time_budget_s=20, max_train_steps=100, probe_steps=30,
-                          repeats=3, num_noise_points=4)
-    assert again.ref_lr == tiny_advice.ref_lr
+    again = advise.advise(tiny_model, tiny_data(), fixed_work=True, rounds=2, **WORK)
+    assert again.ref_lr == tiny_advice.ref_lr and again.max_fit == tiny_advice.max_fit
     np.testing.assert_array_equal(again.b_simple, tiny_advice.b_simple)
     np.testing.assert_array_equal(again.probe_loss, tiny_advice.probe_loss)
 
 
+def test_a_budget_that_cuts_nothing_does_the_fixed_work(tiny_advice):
+    """The two modes share every step but the timing: with a budget no machine can exhaust, the same numbers."""
+    a = advise.advise(tiny_model, tiny_data(), time_budget_s=1e5, **WORK)
+    assert a.notes == [] and not a.fixed_work and a.step_times is None
+    assert not any(p.cut for p in a.phases.values())
+    assert a.ref_lr == tiny_advice.ref_lr and a.probe_num_steps == tiny_advice.probe_num_steps
+    np.testing.assert_array_equal(a.noise_steps, tiny_advice.noise_steps)
+    np.testing.assert_array_equal(a.b_simple, tiny_advice.b_simple)
+    np.testing.assert_array_equal(a.probe_loss, tiny_advice.probe_loss)
+
+
+def slow_clock(seconds_per_reading):
+    """A clock that advances by seconds_per_reading at every reading: a machine as slow as one can get."""
+    readings = iter(range(10**9))
+    return lambda: seconds_per_reading * next(readings)
+
+
+def test_fixed_work_does_not_depend_on_the_speed_of_the_machine(tiny_advice, monkeypatch):
+    monkeypatch.setattr(advise, "_clock", slow_clock(100.0))
+    slow = advise.advise(tiny_model, tiny_data(), fixed_work=True, rounds=2, **WORK)
+    assert slow.notes == []
+    for key in ("max_fit", "ref_lr", "probe_num_steps"):
+        assert getattr(slow, key) == getattr(tiny_advice, key), key
+    np.testing.assert_array_equal(slow.noise_steps, tiny_advice.noise_steps)
+    np.testing.assert_array_equal(slow.b_simple, tiny_advice.b_simple)
+    # the same clock cuts a time budget down to one unit of work per phase
+    cut = advise.advise(tiny_model, tiny_data(), time_budget_s=30, **WORK)
+    assert all(p.units == 1 for p in cut.phases.values()) and len(cut.notes) >= 3
+    assert cut.probe_num_steps == 1 and list(cut.noise_steps) == [0]
+
+
+def check_budget_accounting(a):
+    """The budget as `advise` keeps it: contiguous phases, each with its share of the time left as its deadline,
+    no unit of work after the first starting past the deadline, and a phase cut only by a failed deadline check.
+    So the call overruns its budget by no more than what each phase did before its first unit and from its last
+    unit on (measured in the same call: on a busy or slow machine they grow with everything else)."""
+    shares = advise._PHASE_SHARES
+    names = list(a.phases)
+    assert names == [n for n in ("finder", "throughput", "probe", "noise") if n in a.phases]
+    phases = [a.phases[n] for n in names]
+    assert 0 <= phases[0].start_s and phases[-1].end_s <= a.seconds
+    for before, after in zip(phases, phases[1:]):
+        assert after.start_s == before.end_s  # no time outside a phase
+    for name, p in zip(names, phases):
+        assert p.deadline_s == pytest.approx(p.start_s + shares[name] * max(0.0, a.time_budget_s - p.start_s))
+        assert p.deadline_s <= max(a.time_budget_s, p.start_s)
+        starts = np.array(p.unit_starts_s)
+        assert p.units >= 1 and np.all(np.diff(starts) >= 0)
+        assert p.start_s <= starts[0] and starts[-1] <= p.end_s
+        assert np.all(starts[1:] <= p.deadline_s), name  # every unit but the first began by the deadline
+        if p.cut:
+            assert p.deadline_s < p.stopped_s <= p.end_s, name
+    overrun = a.seconds - a.time_budget_s
+    allowed = sum((p.unit_starts_s[0] - p.start_s) + (p.end_s - p.unit_starts_s[-1]) for p in phases)
+    assert overrun <= allowed + (a.seconds - phases[-1].end_s), (overrun, allowed)
+
+
 def test_time_budget_is_respected():
-    """A budget far too small for the work asked: every phase is cut, the call still returns in time."""
-    budget = 1.5
-    start = time.perf_counter()
-    a = advise.advise(tiny_model, tiny_data(), time_budget_s=budget, max_train_steps=10**6, probe_steps=10**5)
-    elapsed = time.perf_counter() - start
-    assert elapsed < budget + 1.0, elapsed  # one unit of work (a step, a timing, a noise measurement) past it
-    assert a.seconds <= elapsed and a.notes
+    """A budget far too small for the work asked: phases are cut at their deadlines, and the accounting holds."""
+    a = advise.advise(tiny_model, tiny_data(), time_budget_s=1.5, max_train_steps=10**6, probe_steps=10**5)
+    check_budget_accounting(a)
+    assert a.notes and a.probe_num_steps < 10**5 and a.noise_steps[-1] < 10**6
+    assert any("probe ran" in n for n in a.notes) and any("shortened" in n for n in a.notes)
+    # the probe and the training run were sized to fit their deadlines from the measured step time
+    t_ref = float(np.interp(np.log(a.ref_batch_size), np.log(a.throughput.batch_sizes), a.throughput.median_s))
+    probe, noise = a.phases["probe"], a.phases["noise"]
+    probe_seconds = a.probe_num_steps * 2 * len(advise.PROBE_LRS) * t_ref  # the probe's planned time
+    assert a.probe_num_steps == 1 or probe_seconds <= probe.deadline_s - probe.start_s
+    assert a.noise_steps[-1] * 3 * t_ref <= noise.deadline_s - noise.start_s or a.noise_steps[-1] <= 10
     assert a.batch_range[0] <= a.batch_size <= a.batch_range[1]
+
+
+def test_budget_accounting_holds_when_nothing_is_cut(tiny_advice):
+    a = advise.advise(tiny_model, tiny_data(), time_budget_s=1e5, lr=0.1, **WORK)
+    check_budget_accounting(a)
+    assert "probe" not in a.phases and a.probe_num_steps == 0
 
 
 def test_memory_budget_caps_the_batch():
     X, y, X_test, y_test = tiny_data()
     model = tiny_model()
     peak = __import__("batchsize").memory.peak_bytes(tiny_model(), X[:40], y[:40])
-    a = advise.advise(model, (X, y, X_test, y_test), time_budget_s=20, memory_budget_bytes=peak, lr=0.1,
-                      max_train_steps=20, repeats=2, ref_batch_size=128)
+    a = advise.advise(model, (X, y, X_test, y_test), fixed_work=True, memory_budget_bytes=peak, lr=0.1,
+                      max_train_steps=20, repeats=2, rounds=2, ref_batch_size=128)
     assert a.finder is not None and 40 <= a.finder.largest_fit < a.finder.smallest_failed < 128
     assert a.max_fit == a.finder.batch_size and a.throughput.batch_sizes.max() == a.max_fit
     assert a.batch_range[1] <= a.max_fit
@@ -84,7 +164,7 @@ def test_memory_budget_caps_the_batch():
 def test_given_lr_skips_the_probe_and_a_module_is_left_untouched():
     model = tiny_model()
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    a = advise.advise(model, tiny_data(), time_budget_s=20, lr=0.05, max_train_steps=20, repeats=2)
+    a = advise.advise(model, tiny_data(), fixed_work=True, lr=0.05, max_train_steps=20, repeats=2, rounds=2)
     assert a.ref_lr == 0.05 and a.probe_lrs.size == 0
     for k, v in model.state_dict().items():
         assert torch.equal(v, before[k]), k
@@ -115,12 +195,27 @@ def test_recommend_finds_the_optimum_of_an_affine_step_time():
     assert (lo, hi) == (inside.min(), inside.max())
 
 
+def test_recommend_allows_for_the_spread_of_the_timings():
+    """Quartiles 5 % either side of the median: a batch size joins the range when its predicted time at its lower
+    quartile is within the tolerance of the best's at its upper quartile; the best is still the medians'."""
+    B = 2 ** np.arange(12)
+    t = 1.0 + 1.0 * B
+    tp = hardware.Throughput(B, t, 0.95 * t, 1.05 * t, np.ones(len(B)))
+    best, (lo, hi) = advise.recommend(tp, b_noise=4096.0, spread=1.0, tolerance=0.0)
+    pred = advise.predicted_time(B, t, 4096.0)
+    inside = B[0.95 * pred <= 1.05 * pred.min()]
+    assert best == 64 and (lo, hi) == (inside.min(), inside.max()) == (8, 512)
+
+
 @pytest.mark.parametrize("kwargs, error, match", [
     ({"model": "mlp"}, TypeError, "model must be"),
     ({"model": lambda: 3}, TypeError, "must return a torch.nn.Module"),
     ({"data": (1, 2)}, TypeError, "data must be a tuple"),
     ({"time_budget_s": 0}, ValueError, "time_budget_s"),
     ({"time_budget_s": "10"}, TypeError, "time_budget_s"),
+    ({"time_budget_s": None}, TypeError, "time_budget_s"),  # only fixed work needs no budget
+    ({"fixed_work": "yes"}, TypeError, "fixed_work"),
+    ({"fixed_work": True, "rounds": 0}, ValueError, "rounds"),
     ({"ref_batch_size": 10**6}, ValueError, "batch_size"),
     ({"lr": -0.1}, ValueError, "lr"),
     ({"spread": 0.5}, ValueError, "spread"),
@@ -157,16 +252,18 @@ def test_plot_advice(tiny_advice):
 
 
 def test_command_line_advises_in_its_budget(tmp_path):
+    """The command line runs the time-budget mode (its accounting is tested above, in-process, where the phases
+    can be read); here: it returns a consistent recommendation, the figure and the notes."""
     figure = tmp_path / "advice.png"
-    start = time.perf_counter()
     out = subprocess.run([sys.executable, "-m", "batchsize", "advise", "--model", "mlp", "--time-budget", "6",
-                          "--json", "--figure", str(figure)], capture_output=True, text=True, timeout=120)
+                          "--json", "--figure", str(figure)], capture_output=True, text=True,
+                         timeout=600)  # a guard against a hang, not a timing check
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)
     assert result["batch_range"][0] <= result["batch_size"] <= result["batch_range"][1]
-    assert result["seconds"] < 6 + 2 and result["lr"] > 0
+    assert result["seconds"] > 0 and result["lr"] > 0 and isinstance(result["notes"], list)
+    assert result["max_fit"] >= max(result["throughput"]["batch_sizes"])
     assert figure.stat().st_size > 0
-    assert time.perf_counter() - start < 60
 
 
 def test_command_line_reports_bad_arguments():

@@ -60,3 +60,25 @@ def test_a_notebook_that_starts_a_second_kernel_fails(tmp_path):
     result = run_pytest(tmp_path, "-p", "split_cells")
     assert result.returncode != 0, result.stdout[-3000:]
     assert "started kernel number 2 at Cell 1" in result.stdout, result.stdout[-3000:]
+
+
+def test_nbval_kernels_run_as_another_machine_and_the_test_process_does_not(tmp_path):
+    write_project(tmp_path)
+    probe = nbformat.v4.new_notebook()
+    probe.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    probe.cells = [nbformat.v4.new_code_cell(
+        "import os, torch\n"
+        "assert torch.backends.cpu.get_cpu_capability() in ('AVX2', 'DEFAULT'), torch.backends.cpu.get_cpu_capability()\n"
+        "assert os.environ['BATCHSIZE_SEED'] == '1' and os.environ['ONEDNN_MAX_CPU_ISA'] == 'AVX2'")]
+    nbformat.write(probe, tmp_path / "first.ipynb")
+    env = {k: v for k, v in os.environ.items() if k not in ("BATCHSIZE_SEED", "ATEN_CPU_CAPABILITY",
+                                                          "BATCHSIZE_NBVAL_VARIANT")}
+    result = subprocess.run([sys.executable, "-m", "pytest", "first.ipynb", "-p", "no:cacheprovider", "-n", "0"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                            env={**env, "PYTHONPATH": str(tmp_path)})
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert "BATCHSIZE_SEED" not in os.environ or os.environ["BATCHSIZE_SEED"] != "1"  # not leaked to this process
+    native = subprocess.run([sys.executable, "-m", "pytest", "first.ipynb", "-p", "no:cacheprovider", "-n", "0"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                            env={**env, "PYTHONPATH": str(tmp_path), "BATCHSIZE_NBVAL_VARIANT": "native"})
+    assert native.returncode != 0, native.stdout[-3000:]  # the plain environment has no BATCHSIZE_SEED

@@ -1,4 +1,8 @@
 """Tests for seeding.py"""
+import json
+import re
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -56,3 +60,21 @@ def test_training_under_another_replicate_is_an_independent_run_and_is_keyed_apa
     monkeypatch.delenv("BATCHSIZE_SEED")
     same = train.train_many(MLP, data, [0.1], [seeding.STRIDE, seeding.STRIDE + 1], cfg)
     np.testing.assert_array_equal(same.train_loss, other.train_loss)
+
+
+RAW_SEEDING = re.compile(r"(?<![\w.])torch\.manual_seed\(|np\.random\.default_rng\(|np\.random\.seed\(|"
+                         r"torch\.Generator\([^)]*\)\.manual_seed\(")
+
+
+def test_every_seed_of_the_chapters_and_the_library_goes_through_seeding():
+    root = Path(__file__).resolve().parents[1]
+    offenders = []
+    for path in sorted((root / "chapters").glob("*.ipynb")):
+        for cell in json.loads(path.read_text(encoding="utf8"))["cells"]:
+            if cell["cell_type"] == "code" and RAW_SEEDING.search("".join(cell["source"])):
+                offenders.append(f"{path.name} cell {cell.get('id')}")
+    # data.py draws the data sets, which stay fixed across replicates
+    for path in sorted((root / "lib" / "batchsize").glob("*.py")):
+        if path.name not in ("seeding.py", "data.py") and RAW_SEEDING.search(path.read_text(encoding="utf8")):
+            offenders.append(path.name)
+    assert not offenders, f"seed these with batchsize.seeding (BATCHSIZE_SEED must reach them): {offenders}"

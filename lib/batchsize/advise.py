@@ -1,13 +1,15 @@
 """Choosing a batch size for your own model, data and device: the book's measurements as one bounded-time call.
 
-`advise` runs, within a time budget, the measurements of the earlier chapters on the model and data it is given:
+`advise` runs, within a time budget or with a fixed amount of work (`fixed_work=True`, whose answer does not depend
+on how fast the machine is at the moment), the measurements of the earlier chapters on the model and data it is given:
 the largest batch that fits (`memory.find_batch_size`, chapter 4), the time of a training step against the batch
 size and its knee (`hardware.measure_throughput`, `hardware.throughput_knee`, chapter 4), a short learning-rate
 probe at a reference batch (`train.train_many`, chapter 1), and the gradient noise scale B_simple at a few points
 of a short training run (`grads.gradient_stats`, chapter 1). From them it predicts the wall-clock time to a target
 as t(B) (1 + B_noise / B): chapter 2's S(B) = S_min (1 + B_crit / B) times the measured time per step t(B), with the
 noise scale standing in for the critical batch size. The recommendation is the batch size that minimises it, a
-range that allows for B_crit lying within a factor `spread` of B_noise, and a starting learning rate from
+range that allows for B_crit lying within a factor `spread` of B_noise and for the spread of the step timings, and a
+starting learning rate from
 McCandlish et al.'s rule of chapter 3, lr(B) = lr_max / (1 + B_noise / B), anchored at the reference batch, with a
 warmup where it raises the learning rate.
 """
@@ -21,13 +23,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import grads, hardware, memory
+from . import grads, hardware, memory, seeding
 from ._checks import check_batch_size, check_data, check_positive_float, check_positive_int
 from .train import TrainConfig, train, train_many
 
 # share of the time left when a phase starts that the phase may use (the rest of the last is for the recommendation)
 _PHASE_SHARES = {"finder": 0.25, "throughput": 0.4, "probe": 0.4, "noise": 0.9}
 PROBE_LRS = tuple(0.01 * 2.0 ** np.arange(10))  # chapter 2's factor-2 grid, 0.01 to 5.12
+_clock = time.perf_counter  # the clock of the deadlines (the tests replace it with a slow one)
 
 
 class _OutOfTime(Exception):
@@ -74,12 +77,39 @@ def predicted_time(batch_sizes, seconds_per_step, b_noise):
 # the evidence and the recommendation
 
 
+@dataclass(frozen=True)
+class Phase:
+    """The work one phase of `advise` did against its deadline, in seconds since the call began. Chapter 6.
+
+    A phase may use its share of the time left when it starts (`_PHASE_SHARES`); before each unit of work (a
+    finder step, one batch size's timing, the probe, one noise measurement) it checks the deadline, and every unit
+    but the first must start by it: the budget is kept up to the last unit of each phase. The phases follow each
+    other without a gap. With fixed work every deadline is infinite.
+    """
+
+    start_s: float
+    deadline_s: float
+    end_s: float
+    unit_starts_s: tuple  # when each unit of work began, after its deadline check passed
+    stopped_s: float = None  # when a failed deadline check ended the phase; None if it did all its work
+
+    @property
+    def units(self):
+        """Units of work done."""
+        return len(self.unit_starts_s)
+
+    @property
+    def cut(self):
+        """Whether the deadline cut the phase short."""
+        return self.stopped_s is not None
+
+
 @dataclass
 class Advice:
     """What `advise` measured and what it recommends. Introduced in chapter 6 (choosing a batch size)."""
 
     batch_size: int  # the batch size with the smallest predicted time to a target on this device
-    batch_range: tuple  # (low, high): the fastest batch size for any B_crit within a factor `spread` of B_noise
+    batch_range: tuple  # (low, high): near-fastest batch sizes for any B_crit within a factor `spread` of B_noise
     lr: float  # starting learning rate at batch_size, from the rule anchored at (ref_batch_size, ref_lr)
     warmup_steps: int  # linear warmup from ref_lr to lr over this many steps (0: no warmup needed)
     ref_batch_size: int  # batch size of the learning-rate probe and the short training run
@@ -96,8 +126,12 @@ class Advice:
     probe_loss: np.ndarray  # their final held-out loss; NaN where a run diverged
     finder: object = None  # memory.FinderResult, or None if the finder was cut short
     seconds: float = 0.0  # wall-clock time advise took
-    time_budget_s: float = 0.0
+    time_budget_s: float = 0.0  # inf with fixed work
     notes: list = field(default_factory=list)  # what was cut short or fell back, in words
+    phases: dict = field(default_factory=dict)  # name -> Phase: "finder", "throughput", "probe" (if run), "noise"
+    step_times: np.ndarray = None  # (rounds, num_batch_sizes) seconds per step per interleaved round; fixed work only
+    probe_num_steps: int = 0  # steps of the learning-rate probe (0 if ref_lr was given)
+    fixed_work: bool = False  # True: fixed work, no time budget
 
     @property
     def predicted_time(self):
@@ -118,7 +152,8 @@ class Advice:
                  f"gradient noise scale B_simple: {self.b_noise:.0f} (measured at steps "
                  f"{', '.join(str(int(s)) for s in self.noise_steps)} of a run at batch {self.ref_batch_size}, "
                  f"lr {self.ref_lr:.3g})",
-                 f"measured in {self.seconds:.1f} s (budget {self.time_budget_s:g} s)"]
+                 f"measured in {self.seconds:.1f} s " + ("(fixed work)" if self.fixed_work else
+                                                         f"(budget {self.time_budget_s:g} s)")]
         return "\n".join(lines + [f"note: {n}" for n in self.notes])
 
 
@@ -171,31 +206,43 @@ def _check_spread_and_tolerance(spread, tolerance):
 def recommend(throughput, b_noise, spread=3.0, tolerance=0.1):
     """The batch size with the smallest predicted time to a target, and the range of good ones: (best, (low, high)).
 
-    Introduced in chapter 6 (choosing a batch size). A batch size is in the range if, for some critical batch size
-    within a factor `spread` of b_noise, its predicted time `predicted_time` is within `tolerance` of the fastest.
+    Introduced in chapter 6 (choosing a batch size). The best is the smallest `predicted_time` from the median step
+    times. A batch size is in the range if, for some critical batch size within a factor `spread` of b_noise, its
+    predicted time at the lower quartile of its step time is within `tolerance` of the fastest predicted time at
+    the upper quartile of that one's: batch sizes that the spread of the timings cannot tell from the fastest count
+    as good, so the range does not hinge on the noise of one repeat. With no spread (q25 = q75) it is the plain
+    rule on the medians.
     """
     if not isinstance(throughput, hardware.Throughput):
         raise TypeError(f"throughput must be a hardware.Throughput, got {type(throughput).__name__}")
     spread = _check_spread_and_tolerance(spread, tolerance)
-    B, t = throughput.batch_sizes, throughput.median_s
-    pred = predicted_time(B, t, b_noise)
+    B = throughput.batch_sizes
+    pred = predicted_time(B, throughput.median_s, b_noise)
     best = int(B[np.argmin(pred)])
+    fast, slow = np.minimum(throughput.q25_s, throughput.median_s), np.maximum(throughput.q75_s, throughput.median_s)
     good = np.zeros(len(B), bool)
     for b_crit in np.geomspace(b_noise / spread, b_noise * spread, 41):  # (41,) critical batch sizes
-        p = predicted_time(B, t, b_crit)
-        good |= p <= (1 + tolerance) * p.min()
+        good |= predicted_time(B, fast, b_crit) <= (1 + tolerance) * predicted_time(B, slow, b_crit).min()
     return best, (int(B[good].min()), int(B[good].max()))
 
 
 def advise(model, data, time_budget_s=30.0, ref_batch_size=32, lr=None, device=None, memory_budget_bytes=None,
            max_batch_size=None, num_noise_points=10, max_train_steps=500, probe_steps=200, num_noise_examples=2000,
-           spread=3.0, tolerance=0.1, repeats=10, seed=0, threads=1):
+           spread=3.0, tolerance=0.1, repeats=10, seed=0, threads=1, fixed_work=False, rounds=5):
     """Measure the model on the data and device, then recommend a batch size and a learning rate.
 
-    Introduced in chapter 6 (choosing a batch size). Returns an `Advice`. Stays within time_budget_s seconds up to
-    one unit of work (a training step, one batch size's timing, one noise measurement), cutting each phase short
-    at its share of the budget and saying so in `Advice.notes`; with a budget that cuts nothing, a second call gives
-    the same numbers except the timings.
+    Introduced in chapter 6 (choosing a batch size). Returns an `Advice`. Two modes:
+
+    - a time budget (the default): stays within time_budget_s seconds up to one unit of work per phase (a
+      training step, one batch size's timing, one noise measurement), cutting each phase short at its share of the
+      budget and saying so in `Advice.notes`; `Advice.phases` records each phase's deadline and when each of its
+      units began, so that the accounting can be checked. How much gets done depends on how fast the machine is
+      at that moment; with a budget that cuts nothing, a second call gives the same numbers except the timings.
+    - fixed work (fixed_work=True; time_budget_s is then ignored and may be None): the finder runs to the end,
+      every batch size of the grid is timed in `rounds` interleaved rounds (`hardware.time_interleaved`) of
+      `repeats` repeats, the probe runs probe_steps steps and the noise run max_train_steps steps with
+      num_noise_points + 1 measurements. Everything but the timings is then the same on a busy or a slow machine,
+      and the timings come with their spread over rounds, which the recommended range allows for.
 
     Parameters
     ----------
@@ -209,11 +256,22 @@ def advise(model, data, time_budget_s=30.0, ref_batch_size=32, lr=None, device=N
         real steps on the device.
     max_batch_size : the largest batch to consider (default and cap: the training-set size).
     spread : the critical batch size is taken to lie within this factor of B_noise (chapter 2 checks a factor 3).
-    tolerance : batch sizes predicted within this fraction of the fastest time belong to the recommended range.
+    tolerance : batch sizes predicted within this fraction of the fastest time, beyond the spread of the timings,
+        belong to the recommended range (`recommend`).
+    repeats : timed repeats per batch size (with fixed work: per batch size and round).
     threads : torch CPU threads while timing (chapter 4 pins one).
+    fixed_work, rounds : the fixed-work mode above, and its number of interleaved timing rounds.
     """
-    start = time.perf_counter()
-    budget = check_positive_float(time_budget_s, "time_budget_s")
+    start = _clock()
+    if not isinstance(fixed_work, bool):
+        raise TypeError(f"fixed_work must be True or False, got {fixed_work!r}")
+    if fixed_work:
+        budget = math.inf
+        if time_budget_s is not None:
+            check_positive_float(time_budget_s, "time_budget_s")
+        rounds = check_positive_int(rounds, "rounds")
+    else:
+        budget = check_positive_float(time_budget_s, "time_budget_s")
     make_model = _make_model_fn(model)
     num_examples = _check_data4(data)
     ref_batch_size = check_batch_size(ref_batch_size, num_examples)
@@ -234,19 +292,37 @@ def advise(model, data, time_budget_s=30.0, ref_batch_size=32, lr=None, device=N
     device = hardware.default_device() if device is None else str(device)
     X, y, X_test, y_test = data
     num_classes = int(max(y.max(), y_test.max())) + 1
-    deadline = {}
+    phases, notes = {}, []
+    current = {}  # the phase under way: name, start, deadline, unit starts, stopped
 
-    def begin(phase):  # the phase may use its share of the time left
-        now = time.perf_counter()
-        deadline[phase] = now + _PHASE_SHARES[phase] * max(0.0, start + budget - now)
-    notes = []
+    def now():  # seconds since the call began
+        return _clock() - start
+
+    def begin(phase):  # ends the phase under way; the new one may use its share of the time left
+        t = now()
+        end_phase(t)
+        current.update(name=phase, start=t, deadline=t + _PHASE_SHARES[phase] * max(0.0, budget - t),
+                       units=[], stopped=None)
+
+    def end_phase(t):
+        if current:
+            phases[current["name"]] = Phase(current["start"], current["deadline"], t, tuple(current["units"]),
+                                             current["stopped"])
+            current.clear()
+
+    def unit():  # called before each unit of work: the first always runs, later ones only before the deadline
+        t = now()
+        if current["units"] and t > current["deadline"]:
+            current["stopped"] = t
+            raise _OutOfTime
+        current["units"].append(t)
 
     def pin():  # a fresh context each time: torch's CPU threads pinned as for every timing of chapter 4
         return hardware.num_threads(threads) if threads is not None else contextlib.nullcontext()
 
     # 1. the largest batch that fits (chapter 4): doubling, then bisecting
     begin("finder")
-    torch.manual_seed(seed)
+    seeding.manual_seed(seed)
     probe_model = make_model().to(device)
     if memory_budget_bytes is not None:
         budget_step = memory.step_within_budget(probe_model, X[:cap].to(device), y[:cap].to(device),
@@ -255,8 +331,7 @@ def advise(model, data, time_budget_s=30.0, ref_batch_size=32, lr=None, device=N
     ran = []
 
     def try_step(batch_size):
-        if ran and time.perf_counter() > deadline["finder"]:
-            raise _OutOfTime
+        unit()
         if memory_budget_bytes is not None:
             budget_step(batch_size)
         else:
@@ -275,18 +350,37 @@ def advise(model, data, time_budget_s=30.0, ref_batch_size=32, lr=None, device=N
 
     # 2. time per step against the batch size, and the knee (chapter 4)
     begin("throughput")
-    rows = []
-    for batch_size in _grid(max_fit):
-        if rows and time.perf_counter() > deadline["throughput"]:
+    grid = _grid(max_fit)
+    step_times = None
+    if fixed_work:  # every batch size in each round, in a new random order: drifts of a shared machine spread evenly
+        seeding.manual_seed(seed)
+        tp_model = make_model().to(device)
+        steps, flops = [], []
+        with pin():
+            for batch_size in grid:
+                unit()
+                Xs, ys = hardware.synthetic_batch(batch_size, tuple(X.shape[1:]), num_classes, device)
+                steps.append(hardware.make_train_step(tp_model, Xs, ys))
+                flops.append(hardware.count_flops(steps[-1]))  # also a first warm-up call
+        step_times = hardware.time_interleaved(steps, rounds=rounds, repeats=repeats, warmup=1, device=device,
+                                               threads=threads, seed=seed)  # (rounds, len(grid))
+        q25, median, q75 = np.percentile(step_times, [25, 50, 75], axis=0)
+        throughput = hardware.Throughput(np.array(grid, dtype=np.int64), median, q25, q75, np.array(flops))
+        del steps, tp_model
+    else:
+        rows = []
+        try:
+            for batch_size in grid:
+                unit()
+                seeding.manual_seed(seed)
+                t = hardware.measure_throughput(make_model(), [batch_size], in_shape=tuple(X.shape[1:]),
+                                                num_classes=num_classes, device=device, repeats=repeats,
+                                                warmup=3, threads=threads)
+                rows.append((batch_size, t.median_s[0], t.q25_s[0], t.q75_s[0], t.flops[0]))
+        except _OutOfTime:
             notes.append(f"throughput measured up to batch size {rows[-1][0]} only (time budget)")
-            break
-        torch.manual_seed(seed)
-        t = hardware.measure_throughput(make_model(), [batch_size], in_shape=tuple(X.shape[1:]),
-                                        num_classes=num_classes, device=device, repeats=repeats, warmup=3,
-                                        threads=threads)
-        rows.append((batch_size, t.median_s[0], t.q25_s[0], t.q75_s[0], t.flops[0]))
-    cols = [np.array(c) for c in zip(*rows)]
-    throughput = hardware.Throughput(cols[0].astype(np.int64), *cols[1:])
+        cols = [np.array(c) for c in zip(*rows)]
+        throughput = hardware.Throughput(cols[0].astype(np.int64), *cols[1:])
     knee = hardware.throughput_knee(throughput.batch_sizes, throughput.examples_per_s)
     measured = throughput.batch_sizes
     if ref_batch_size > measured[-1]:
@@ -294,17 +388,19 @@ def advise(model, data, time_budget_s=30.0, ref_batch_size=32, lr=None, device=N
         ref_batch_size = int(measured[-1])
     t_ref = float(np.interp(np.log(ref_batch_size), np.log(measured), throughput.median_s))
 
-    # 3. a learning rate at the reference batch size: given, or a short probe of chapter 2's grid
+    # 3. a learning rate at the reference batch size: given, or a short probe of chapter 2's grid, sized to fit its
+    # deadline from the measured step time (2 t_ref per learning rate and step: each step also evaluates)
     train_data = (X.to(device), y.to(device), X_test.to(device), y_test.to(device))
     cfg = TrainConfig(batch_size=ref_batch_size, progress=False, seed=seed)
-    probe_lrs, probe_loss = np.zeros(0), np.zeros(0)
+    probe_lrs, probe_loss, steps = np.zeros(0), np.zeros(0), 0
     if lr is None:
         begin("probe")
         probe_lrs = np.array(PROBE_LRS)
-        affordable = int((deadline["probe"] - time.perf_counter()) / (2 * len(probe_lrs) * t_ref))
-        steps = max(1, min(probe_steps, affordable))
+        affordable = (current["deadline"] - now()) / (2 * len(probe_lrs) * t_ref)
+        steps = max(1, int(min(affordable, probe_steps)))
         if steps < probe_steps:
             notes.append(f"the learning-rate probe ran {steps} steps instead of {probe_steps} (time budget)")
+        unit()
         with pin():
             hist = train_many(make_model, train_data, probe_lrs, [seed], replace(cfg, num_steps=steps,
                                                                                  eval_every=steps))
@@ -314,7 +410,8 @@ def advise(model, data, time_budget_s=30.0, ref_batch_size=32, lr=None, device=N
                                f"give lr")
         lr = float(probe_lrs[np.nanargmin(probe_loss)])
 
-    # 4. the gradient noise scale at a few points of a short training run (chapter 1)
+    # 4. the gradient noise scale at a few points of a short training run (chapter 1), the run sized to fit the
+    # deadline (3 t_ref per step, with the measurements); each measurement is a unit of work
     Xn, yn = X[:num_noise_examples].to(device), y[:num_noise_examples].to(device)
     noise_steps, b_simple = [], []
 
@@ -326,19 +423,18 @@ def advise(model, data, time_budget_s=30.0, ref_batch_size=32, lr=None, device=N
             return grads.estimate_noise_scale(m, Xn, yn, max(1, b_big // 8), b_big, num_draws=20, seed=seed).b_simple
 
     def measure(step, m):
-        if noise_steps and time.perf_counter() > deadline["noise"]:
-            raise _OutOfTime
+        unit()
         noise_steps.append(step)
         b_simple.append(noise_scale(m))
 
     begin("noise")
-    affordable = int((deadline["noise"] - time.perf_counter()) / (3 * t_ref))
-    num_steps = max(num_noise_points, min(max_train_steps, affordable))
+    affordable = (current["deadline"] - now()) / (3 * t_ref)
+    num_steps = max(num_noise_points, int(min(affordable, max_train_steps)))
     if num_steps < max_train_steps:
         notes.append(f"the training run was shortened to {num_steps} steps instead of {max_train_steps} "
                      f"(time budget)")
     every = max(1, num_steps // num_noise_points)
-    torch.manual_seed(seed)
+    seeding.manual_seed(seed)
     run = make_model().to(device)
     try:
         with pin():
@@ -348,6 +444,7 @@ def advise(model, data, time_budget_s=30.0, ref_batch_size=32, lr=None, device=N
     except _OutOfTime:
         notes.append(f"the noise scale was measured at {len(noise_steps)} of {num_noise_points + 1} points "
                      f"(time budget)")
+    end_phase(now())
     b_simple = np.array(b_simple, dtype=float)
     finite = b_simple[np.isfinite(b_simple) & (b_simple > 0)]
     if finite.size == 0:
@@ -356,14 +453,14 @@ def advise(model, data, time_budget_s=30.0, ref_batch_size=32, lr=None, device=N
     b_noise = float(np.median(finite[len(finite) // 2:]))  # the later half: the noise scale grows as loss falls
 
     # 5. the recommendation: the fastest predicted time to a target; the range of batch sizes within `tolerance`
-    # of the fastest for some B_crit in [B_noise / spread, B_noise * spread]; the learning-rate rule, with a warmup
-    # from ref_lr where it raises the learning rate
+    # of the fastest, beyond the timings' spread, for some B_crit in [B_noise / spread, B_noise * spread]; the
+    # learning-rate rule, with a warmup from ref_lr where it raises the learning rate
     best, batch_range = recommend(throughput, b_noise, spread, tolerance)
     best_lr = scaled_lr(lr, ref_batch_size, best, b_noise)
     warmup_steps = max(1, num_examples // best) if best_lr > lr * (1 + 1e-9) else 0
     return Advice(best, batch_range, best_lr, warmup_steps, ref_batch_size, lr, int(max_fit), knee, throughput,
                   np.array(noise_steps), b_simple, b_noise, spread, tolerance, probe_lrs, probe_loss, finder,
-                  time.perf_counter() - start, budget, notes)
+                  now(), budget, notes, phases, step_times, steps, fixed_work)
 
 
 # ----------------------------------------------------------------------------------------------------------------

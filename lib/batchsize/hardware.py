@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from . import seeding
 from ._checks import as_positive_array, check_positive_float, check_positive_int
 
 
@@ -166,7 +167,7 @@ def measured_matmul_peak(size=1024, dtype=torch.float32, device=None, repeats=10
     """
     size = check_positive_int(size, "size")
     device = default_device() if device is None else device
-    gen = torch.Generator(device="cpu").manual_seed(0)
+    gen = seeding.generator(0)
     A = torch.randn(size, size, generator=gen).to(device=device, dtype=dtype)
     B = torch.randn(size, size, generator=gen).to(device=device, dtype=dtype)
     timing = time_fn(lambda: A @ B, repeats=repeats, device=device, threads=threads)
@@ -189,7 +190,7 @@ def synthetic_batch(batch_size, in_shape=(40,), num_classes=10, device=None, see
     """A seeded batch of Gaussian inputs and uniform labels on the device. Introduced in chapter 4."""
     batch_size = check_positive_int(batch_size, "batch_size")
     num_classes = check_positive_int(num_classes, "num_classes")
-    gen = torch.Generator(device="cpu").manual_seed(seed)
+    gen = seeding.generator(seed)
     X = torch.randn(batch_size, *in_shape, generator=gen)  # (batch_size, *in_shape)
     y = torch.randint(num_classes, (batch_size,), generator=gen)  # (batch_size,)
     device = default_device() if device is None else device
@@ -310,7 +311,7 @@ def time_interleaved(fns, rounds=5, repeats=5, warmup=1, device=None, threads=No
     if not fns or not all(callable(f) for f in fns):
         raise TypeError("fns must be a non-empty sequence of callables with no arguments")
     rounds = check_positive_int(rounds, "rounds")
-    rng = np.random.default_rng(seed)
+    rng = seeding.default_rng(seed)
     out = np.empty((rounds, len(fns)))
     with num_threads(threads) if threads is not None else contextlib.nullcontext():
         for r in range(rounds):
