@@ -482,6 +482,18 @@ class Sweep:
                 lrs[i], acc[i], sem[i] = self.lrs[k], np.median(seeds), seeds.std(ddof=1) / np.sqrt(len(seeds))
         return lrs, acc, sem
 
+    def near_best_lrs(self, z=2.0):
+        """Per batch size, the smallest and largest trained lr within the seeds' noise of the tuned one on the final
+        test accuracy (`tune.near_best`): two arrays (num_batch_sizes,). Introduced in chapter 3."""
+        lo, hi = np.full(len(self.batch_sizes), np.nan), np.full(len(self.batch_sizes), np.nan)
+        trained = np.ones(self.test_acc.shape[:2], bool) if self.trained is None else self.trained
+        for i in range(len(self.batch_sizes)):
+            lrs, t = self.lrs[trained[i]], trained[i]
+            mask = tune.near_best(self.test_acc[i][t], self.diverged[i][t], z=z)
+            if mask.any():
+                lo[i], hi[i] = lrs[mask].min(), lrs[mask].max()
+        return lo, hi
+
     def seeds_at(self, batch_size, lr):
         """Final test accuracy of every seed (NaN where it diverged) at this batch size and the grid lr nearest
         `lr` (in log). Introduced in chapter 3."""
