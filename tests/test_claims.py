@@ -57,8 +57,8 @@ def test_key_numbers_are_glued_by_the_chapter_that_tests_the_claim(book_claims):
         for name, key in refs:
             assert name in c["tested_in"], (c["id"], name)
             text = (CHAPTERS / name).read_text(encoding="utf8")
-            assert f'glue(\\"{key}\\"' in text or re.search(r"\{glue(:\w+)?\}`" + re.escape(key) + r"[:`]", text), \
-                f"{c['id']}: {name} glues no {key!r}"
+            assert f'quote(\\"{key}\\"' in text or re.search(r"quote\." + re.escape(key) + r"\b", text), \
+                f"{c['id']}: {name} quotes no {key!r}"
 
 
 def test_verdicts_agree_with_the_chapter_tables(book_claims):
@@ -228,3 +228,10 @@ def test_claims_table_has_one_row_per_claim(book_claims):
     table = claims.claims_table(book_claims, CHAPTERS).splitlines()
     assert len(table) == 2 + 34
     assert table[2].startswith("| L1 |") and table[-1].startswith("| A11 |")
+
+
+def test_claims_table_keeps_the_roles_only_inside_the_book(book_claims):
+    inside = claims.claims_table(book_claims, CHAPTERS, in_book=True)
+    outside = claims.claims_table(book_claims, CHAPTERS, in_book=False)
+    assert inside.count("{glue:text}") == sum(len(claims.glue_references(c["number"])) for c in book_claims) > 30
+    assert "{glue" not in outside and "to measure it)" in outside

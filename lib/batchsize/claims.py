@@ -10,8 +10,11 @@ claims, tested).
 """
 import ast
 import json
+import os
 import re
 from pathlib import Path
+
+from .prose import BUILD_ENV
 
 CLAIM_IDS = tuple([f"L{i}" for i in range(1, 6)] + [f"F{i}" for i in range(1, 19)]
                   + [f"A{i}" for i in range(1, 12)])
@@ -136,14 +139,22 @@ def notebook_title(path):
     raise ValueError(f"{path} has no level-1 heading")
 
 
-def claims_table(claims, chapters_dir, anchor="what-the-claims-say"):
-    """The claims as one MyST table: id, claim, verdict and why, key number, link. Introduced in chapter 5."""
+def claims_table(claims, chapters_dir, anchor="what-the-claims-say", in_book=None):
+    """The claims as one MyST table: id, claim, verdict and why, key number, link. Introduced in chapter 5.
+
+    The key numbers are cross-page glue roles that only the book's build can fill from the chapters' runs
+    (`in_book`, by default whether this kernel runs inside the build); elsewhere a number's cell names the
+    value and the chapter that measures it when run.
+    """
     chapters_dir = Path(chapters_dir)
+    in_book = bool(os.environ.get(BUILD_ENV)) if in_book is None else in_book
     lines = ["| claim | what the text says | verdict | key measured number | tested in |", "|---|---|---|---|---|"]
     for claim in sorted(claims, key=lambda c: CLAIM_IDS.index(c["id"])):
         why = claim["why"] + (f" *To settle it:* {claim['settle']}" if claim.get("settle") else "")
         links = ", ".join(f"[{notebook_title(chapters_dir / t)}]({t}#{anchor})" for t in claim["tested_in"])
-        cells = [claim["id"], claim["claim"], f"**{claim['verdict']}**: {why}", claim["number"], links]
+        number = claim["number"] if in_book else _GLUE.sub(
+            lambda m: f"`{m.group(2)}` (run {notebook_title(chapters_dir / m.group(1))} to measure it)", claim["number"])
+        cells = [claim["id"], claim["claim"], f"**{claim['verdict']}**: {why}", number, links]
         lines.append("| " + " | ".join(" ".join(str(c).split()).replace("|", "\\|") for c in cells) + " |")
     return "\n".join(lines)
 
