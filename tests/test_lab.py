@@ -1,0 +1,140 @@
+"""A chapter opened where readers run it: JupyterLab 4 and Notebook 7, with jupyterlab-myst, in headless Chromium.
+
+A copy of chapter 1 is served by `jupyter lab` from a temporary folder (so nothing is saved into chapters/), opened
+in JupyterLab and in Notebook 7, and run with Run All Cells from the menu, as a reader would. Then the rendered
+page must show the prose's numbers as numbers (the {eval} roles, evaluated by jupyterlab-myst in the live kernel),
+no raw MyST roles or directives, the exercises with their solutions collapsed, and the figures' captions.
+Screenshots land in artifacts/screenshots/lab-*.png and notebook7-*.png.
+"""
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CHAPTER = ROOT / "chapters" / "01_gradient_variance.ipynb"
+SCREENSHOTS = ROOT / "artifacts" / "screenshots"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+RUN_TIMEOUT_S = 300
+# Raw MyST a reader must never see: roles and directive fences left unrendered.
+RAW_MYST = re.compile(r"\{(eval|glue|doc|numref|ref|cite|term)(:\w+)?\}|```\{|quote\.\w+")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """`jupyter lab` serving a copy of chapter 1; yields its base URL."""
+    root = tmp_path_factory.mktemp("reader")
+    shutil.copy(CHAPTER, root / CHAPTER.name)
+    port = free_port()
+    log = open(root / "server.log", "w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--allow-root", f"--port={port}",
+         "--ip=127.0.0.1", "--IdentityProvider.token=", "--ServerApp.password=",
+         f"--ServerApp.root_dir={root}", "--LabApp.news_url=", "--LabApp.check_for_updates_class="
+         "jupyterlab.NeverCheckForUpdate", "--LabApp.extension_manager=readonly"],
+        stdout=log, stderr=subprocess.STDOUT, cwd=root)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.5).close()
+            break
+        except OSError:
+            assert proc.poll() is None, (root / "server.log").read_text()
+            time.sleep(0.3)
+    yield f"http://127.0.0.1:{port}"
+    proc.terminate()
+    proc.wait(20)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+def run_all(page):
+    """Run All Cells from the Run menu; wait until every code cell has an execution count."""
+    page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
+    page.wait_for_function("() => document.querySelector('.jp-Notebook-ExecutionIndicator, .jp-KernelStatus')"
+                           " !== null", timeout=60_000)
+    page.get_by_role("menuitem", name="Run", exact=True).click()
+    page.get_by_role("menuitem", name=re.compile("^Run All Cells")).click()
+    page.wait_for_function(
+        """() => {
+          const prompts = [...document.querySelectorAll('.jp-CodeCell .jp-InputPrompt')];
+          return prompts.length > 0 && prompts.every(p => /\\[\\d+\\]/.test(p.textContent));
+        }""", timeout=RUN_TIMEOUT_S * 1000, polling=1000)
+    time.sleep(3)  # the last markdown cells' expressions come back from the kernel
+
+
+def markdown_text(page):
+    return page.evaluate("() => [...document.querySelectorAll('.jp-MarkdownCell .jp-RenderedMarkdown,"
+                         " .jp-MarkdownCell .myst')].map(e => e.innerText).join('\\n')")
+
+
+@pytest.fixture(scope="module", params=["lab", "notebook7"])
+def opened(request, server, browser):
+    """Chapter 1 after Run All Cells, in JupyterLab or Notebook 7: (front end, page)."""
+    page = browser.new_page(viewport={"width": 1280, "height": 1600})
+    errors = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    path = f"/lab/tree/{CHAPTER.name}" if request.param == "lab" else f"/notebooks/{CHAPTER.name}"
+    page.goto(server + path)
+    run_all(page)
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=SCREENSHOTS / f"{request.param}-{CHAPTER.stem}.png", full_page=True)
+    yield request.param, page, errors
+    page.close()
+
+
+def test_numbers_in_the_prose_are_numbers(opened):
+    ui, page, errors = opened
+    text = markdown_text(page)
+    spread = re.search(r"final parameter is spread (\S+) times wider", text)
+    assert spread, f"{ui}: the sentence with the first quoted number is missing"
+    # sqrt(128) = 11.3: the measured spread ratio of the chapter's own run, shown with one decimal
+    assert re.fullmatch(r"\d+\.\d", spread.group(1)) and 8 < float(spread.group(1)) < 16, spread.group(1)
+    assert page.locator(".myst-RenderedExpressionError").count() == 0, f"{ui}: an expression failed"
+    assert not errors, f"{ui}: page errors {errors}"
+
+
+def test_no_raw_myst_is_shown(opened):
+    ui, page, _ = opened
+    raw = RAW_MYST.findall(markdown_text(page))
+    assert not raw, f"{ui}: raw MyST in the rendered text: {raw[:5]}"
+
+
+def test_exercises_render_and_solutions_are_collapsed(opened):
+    ui, page, _ = opened
+    text = markdown_text(page)
+    assert "Exercise" in text and ":label:" not in text, f"{ui}: exercises are not rendered"
+    # a solution's prose and code: present in the notebook, hidden until the reader opens them
+    for solution_text in ["With batch 64 the parameters take noisier steps", "small_cfg = replace(cfg"]:
+        locator = page.get_by_text(solution_text)
+        assert locator.count() == 0 or not locator.first.is_visible(), f"{ui}: solution shown: {solution_text!r}"
+    # the one-cell solution of the first exercise is a closed dropdown
+    details = page.locator(".jp-MarkdownCell details", has_text="Solution to")
+    assert details.count() >= 1 and details.first.get_attribute("open") is None, f"{ui}: solution is open"
+
+
+def test_figure_captions_are_shown(opened):
+    ui, page, _ = opened
+    caption = page.locator(".jp-MarkdownCell", has_text="Figure.").first
+    assert caption.is_visible(), f"{ui}: no caption under the figures"
+    assert page.locator(".jp-OutputArea-output img").count() >= 4, f"{ui}: the figures were not drawn"
