@@ -79,6 +79,11 @@ def test_diverging_lr_shows_diverged_text_without_nan_lines(lr):
     assert lines_have_no_nan(fig)
 
 
+def test_titles_show_rounded_learning_rates():
+    assert plot_sgd_paths(lr=10 ** -1.7, num_seeds=20).get_suptitle() == "batch size 8, learning rate 0.02"
+    assert plot_sgd_paths(lr=10 ** 0.05, num_seeds=20).get_suptitle() == "batch size 8, learning rate 1.12"
+
+
 @pytest.mark.parametrize("lr", [1.0, 1.2])
 def test_every_unstable_lr_in_slider_range_shows_diverged(lr):
     fig = plot_sgd_paths(lr=lr)

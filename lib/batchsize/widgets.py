@@ -25,7 +25,7 @@ def plot_sgd_paths(batch_size=8, lr=0.1, num_steps=30, num_seeds=200, noise_std=
         for ax in (ax_path, ax_loss):
             ax.text(0.5, 0.5, f"diverged: lr x curvature = {lr * res.curvature:.2f} >= 2",
                     ha="center", va="center", transform=ax.transAxes)
-        fig.suptitle(f"batch size {batch_size}, learning rate {lr}")
+        fig.suptitle(f"batch size {batch_size}, learning rate {lr:.3g}")
         return fig
     grid = np.linspace(min(-1.0, theta[:5].min()), max(7.0, theta[:5].max()), 200)
     ax_path.plot(grid, (grid - 3) ** 2, color=PALETTE[-1], lw=1)
@@ -39,7 +39,7 @@ def plot_sgd_paths(batch_size=8, lr=0.1, num_steps=30, num_seeds=200, noise_std=
     ax_loss.plot(steps, (mean[0, 0] - 3) ** 2 + var[0, 0], "--", color=PALETTE[-1], label="exact mean")
     ax_loss.set(yscale="log", xlabel="step", ylabel="loss", title="loss per step")
     ax_loss.legend(fontsize=8)
-    fig.suptitle(f"batch size {batch_size}, learning rate {lr}")
+    fig.suptitle(f"batch size {batch_size}, learning rate {lr:.3g}")
     fig.tight_layout()
     return fig
 
