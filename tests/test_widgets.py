@@ -9,7 +9,8 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from batchsize.widgets import plot_sgd_paths, sgd_explorer  # noqa: E402
+from batchsize.widgets import (KEYBOARD_NOTE, SGD_BATCH_SIZES, SGD_LRS, nqm_explorer, plot_nqm,  # noqa: E402
+                               plot_sgd_paths, sgd_explorer)
 
 
 @pytest.fixture(autouse=True)
@@ -79,42 +80,124 @@ def test_diverging_lr_shows_diverged_text_without_nan_lines(lr):
     assert lines_have_no_nan(fig)
 
 
-@pytest.mark.parametrize("lr", [1.0, 1.2])
-def test_every_unstable_lr_in_slider_range_shows_diverged(lr):
-    fig = plot_sgd_paths(lr=lr)
-    assert any("diverged" in t for t in texts(fig))
+def test_every_unstable_lr_on_the_slider_shows_diverged_and_the_stable_ones_do_not():
+    unstable = [lr for lr in SGD_LRS if lr * 2.0 >= 2]  # the lesson's curvature 2
+    assert unstable == [1.0, 1.1, 1.2]
+    for lr in unstable + [max(lr for lr in SGD_LRS if lr * 2.0 < 2)]:
+        fig = plot_sgd_paths(lr=lr, num_seeds=20)
+        assert any("diverged" in t for t in texts(fig)) == (lr in unstable)
+        plt.close(fig)
 
 
-def test_sgd_explorer_wires_two_sliders():
+def test_titles_show_rounded_learning_rates():
+    assert plot_sgd_paths(lr=10 ** -1.7, num_seeds=20).get_suptitle() == "batch size 8, learning rate 0.02"
+    assert plot_sgd_paths(lr=10 ** 0.05, num_seeds=20).get_suptitle() == "batch size 8, learning rate 1.12"
+    title = plot_nqm(lr=10 ** -0.5, batch_size=16, num_steps=20, num_seeds=2).get_suptitle()
+    assert title.startswith("batch size 16, learning rate 0.316, ")
+
+
+def controls(widget):
+    """The explorer's sliders by keyword argument."""
+    return {c._kwarg: c for c in widget.kwargs_widgets}
+
+
+def test_sgd_explorer_wires_two_selection_sliders_over_the_grids():
     widget = sgd_explorer()
     assert isinstance(widget, ipywidgets.interactive)
-    sliders = {type(c).__name__: c for c in widget.children if isinstance(c, ipywidgets.ValueWidget)}
-    assert set(sliders) == {"SelectionSlider", "FloatLogSlider"}
-    assert list(sliders["SelectionSlider"].options) == [1, 2, 4, 8, 16, 32, 64, 128, 256]
-    assert sliders["SelectionSlider"].value == 8
-    assert sliders["FloatLogSlider"].value == pytest.approx(0.1)
-    assert widget.kwargs == {"batch_size": 8, "lr": pytest.approx(0.1)}
+    sliders = controls(widget)
+    assert set(sliders) == {"batch_size", "lr"}
+    assert all(type(c) is ipywidgets.SelectionSlider for c in sliders.values())
+    assert list(sliders["batch_size"].options) == SGD_BATCH_SIZES == [1, 2, 4, 8, 16, 32, 64, 128, 256]
+    assert list(sliders["lr"].options) == SGD_LRS
+    assert widget.kwargs == {"batch_size": 8, "lr": 0.1}  # the chapter's settings, exactly
 
 
 def test_slider_range_reaches_unstable_lrs():
-    widget = sgd_explorer()
-    (lr_slider,) = [c for c in widget.children if isinstance(c, ipywidgets.FloatLogSlider)]
-    assert lr_slider.base ** lr_slider.max * 2.0 >= 2  # the lesson's curvature 2: lets a reader see divergence
+    (lr_slider,) = [c for c in sgd_explorer().children if getattr(c, "description", "") == "learning rate"]
+    assert max(lr_slider.options) * 2.0 >= 2  # the lesson's curvature 2: lets a reader see divergence
+
+
+@pytest.mark.parametrize("make, kwargs", [
+    (sgd_explorer, {"batch_size": 8, "lr": 0.1}),
+    (sgd_explorer, {"batch_size": 1, "lr": 1.2}),
+    (nqm_explorer, {"lr": 0.3, "batch_size": 16, "momentum": 0.0, "precondition_power": 0.0}),
+    (nqm_explorer, {"lr": 0.003, "batch_size": 4096, "momentum": 0.9, "precondition_power": 0.5}),
+])
+def test_explorers_open_at_exactly_the_arguments(make, kwargs):
+    widget = make(**kwargs)
+    assert {name: c.value for name, c in controls(widget).items()} == kwargs
+    assert widget.kwargs == kwargs
+    for name, c in controls(widget).items():  # the front end's readout, _options_labels[index], shows the value
+        assert c._options_labels[c.index] == str(kwargs[name])
+
+
+def test_explorer_defaults_are_the_texts_settings():
+    assert sgd_explorer().kwargs == {"batch_size": 8, "lr": 0.1}
+    assert nqm_explorer().kwargs == {"batch_size": 16, "lr": 0.3, "momentum": 0.0, "precondition_power": 0.0}
+
+
+@pytest.mark.parametrize("make, kwargs, allowed", [
+    (nqm_explorer, {"lr": 10 ** -0.5}, "0.2, 0.3, 0.5"),
+    (nqm_explorer, {"momentum": 0.93}, "0.9, 0.95"),
+    (nqm_explorer, {"precondition_power": 0.3}, "0, 0.25, 0.5, 0.75, 1"),
+    (nqm_explorer, {"batch_size": 3}, "1, 2, 4, 8"),
+    (sgd_explorer, {"lr": 2.0}, "1, 1.1, 1.2"),
+    (sgd_explorer, {"batch_size": 512}, "128, 256"),
+])
+def test_explorer_rejects_a_value_off_the_slider_naming_the_allowed_ones(make, kwargs, allowed):
+    ((name, value),) = kwargs.items()
+    with pytest.raises(ValueError, match=f"{name} must be one of the slider's values .*{allowed}.*got {value!r}"):
+        make(**kwargs)
+
+
+@pytest.mark.parametrize("value", ["0.3", None, True])
+def test_explorer_rejects_a_non_number(value):
+    with pytest.raises(TypeError, match="lr must be a number"):
+        nqm_explorer(lr=value)
+    with pytest.raises(TypeError, match="batch_size must be a number"):
+        sgd_explorer(batch_size=value)
+
+
+@pytest.mark.parametrize("make", [sgd_explorer, nqm_explorer])
+def test_every_slider_label_is_shown_in_full(make):
+    for c in controls(make()).values():
+        assert c.style.description_width == "initial"  # ipywidgets' default width cuts "learning rate"
+        assert len(c.description) >= 8 and "." not in c.description  # a full word, no abbreviation
+
+
+def test_keyboard_note_names_the_upstream_issue_and_the_keys_that_work():
+    assert "https://github.com/jupyter/notebook/issues/7716" in KEYBOARD_NOTE
+    assert all(key in KEYBOARD_NOTE for key in ("Notebook 7", "Shift", "Page Up", "Home"))
 
 
 def test_explorer_callback_draws_the_slider_values():
     widget = sgd_explorer()
     plt.close("all")
-    widget.children[0].value = 32  # move the batch-size slider: the callback must receive the new value
-    widget.f(**widget.kwargs)
+    controls(widget)["batch_size"].value = 32  # moving the slider redraws with the new value
+    assert widget.kwargs == {"batch_size": 32, "lr": 0.1}
     fig = plt.gcf()
-    assert len(fig.axes) == 2 and fig._suptitle.get_text() == "batch size 32, learning rate 0.1"
+    assert len(fig.axes) == 2 and fig.get_suptitle() == "batch size 32, learning rate 0.1"
 
 
-def test_explorer_defaults_draw_through_plain_function():
-    widget = sgd_explorer()
-    fig = plot_sgd_paths(**widget.kwargs)
-    assert isinstance(fig, Figure) and len(fig.axes) == 2
+def figure_summary(fig):
+    """What a reader sees: titles, texts, legend labels and every line's data."""
+    return (fig.get_suptitle(), [ax.get_title() for ax in fig.axes], texts(fig),
+            [[(line.get_label(), np.asarray(line.get_xdata(), float), np.asarray(line.get_ydata(), float))
+              for line in ax.get_lines()] for ax in fig.axes])
+
+
+def opened_figure(make, **kwargs):
+    """The figure an explorer draws when it opens."""
+    plt.close("all")
+    make(**kwargs)
+    (num,) = plt.get_fignums()
+    return plt.figure(num)
+
+
+def test_sgd_explorer_at_open_draws_the_static_figure():
+    opened = opened_figure(sgd_explorer, batch_size=8, lr=0.1)
+    np.testing.assert_equal(figure_summary(opened), figure_summary(plot_sgd_paths(batch_size=8, lr=0.1)))
+    assert opened.get_suptitle() == "batch size 8, learning rate 0.1"
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -122,7 +205,8 @@ def test_explorer_defaults_draw_through_plain_function():
 
 
 from batchsize.sim import NQM  # noqa: E402
-from batchsize.widgets import NQM_BATCH_SIZES, nqm_explorer, plot_nqm  # noqa: E402
+from batchsize.sim import nqm_expected_loss, nqm_steps_to_target  # noqa: E402
+from batchsize.widgets import NQM_BATCH_SIZES, NQM_LRS, NQM_MOMENTA, NQM_PRECONDITION_POWERS  # noqa: E402
 
 
 def nqm_loss_by_loop(lr, batch_size, num_steps, momentum):
@@ -165,12 +249,32 @@ def test_plot_nqm_unstable_lr_shows_diverged_without_nan_lines(lr, momentum):
     assert lines_have_no_nan(fig)
 
 
-def test_nqm_explorer_wires_four_sliders_that_reach_divergence():
+def test_nqm_explorer_wires_four_selection_sliders_that_reach_divergence():
     widget = nqm_explorer()
     assert isinstance(widget, ipywidgets.interactive)
-    assert set(widget.kwargs) == {"batch_size", "lr", "momentum", "precondition_power"}
-    (lr_slider,) = [c for c in widget.children if isinstance(c, ipywidgets.FloatLogSlider)]
-    assert lr_slider.base ** lr_slider.max > 2.0  # past the largest curvature's limit 2 / h_1 = 2
-    (b_slider,) = [c for c in widget.children if isinstance(c, ipywidgets.SelectionSlider)]
-    assert list(b_slider.options) == NQM_BATCH_SIZES
-    widget.f(**widget.kwargs)
+    sliders = controls(widget)
+    assert set(sliders) == {"batch_size", "lr", "momentum", "precondition_power"}
+    assert all(type(c) is ipywidgets.SelectionSlider for c in sliders.values())
+    assert list(sliders["batch_size"].options) == NQM_BATCH_SIZES
+    assert list(sliders["lr"].options) == NQM_LRS and max(NQM_LRS) > 2.0  # past the limit 2 / h_1 = 2
+    assert list(sliders["momentum"].options) == NQM_MOMENTA == [k / 20 for k in range(20)]
+    assert list(sliders["precondition_power"].options) == NQM_PRECONDITION_POWERS
+
+
+def test_nqm_explorer_at_open_draws_the_static_figure_and_reaches_the_target():
+    opened = opened_figure(nqm_explorer, lr=0.3, batch_size=16)
+    np.testing.assert_equal(figure_summary(opened), figure_summary(plot_nqm(lr=0.3, batch_size=16)))
+    assert opened.get_suptitle().startswith("batch size 16, learning rate 0.3, ")
+    assert not any("never reached" in t for t in texts(opened))
+    assert [line.get_label() for line in opened.axes[1].get_lines()][-1] == "B = 16"  # the circled point
+
+
+def test_lr_0316_puts_batch_16_above_the_target_for_good_where_03_reaches_it():
+    """The bug the exact grid fixes: a log slider's 10**-0.5 is past the lr whose noise floor is the target."""
+    nqm = NQM.make(dim=100)
+    target = 0.01 * nqm.initial_loss
+    steps = nqm_steps_to_target(nqm, [0.3, 10 ** -0.5], 16, target)[0]
+    assert steps[0] == 917 and steps[1] == np.inf
+    floor = nqm_expected_loss(nqm, [0.3, 10 ** -0.5], 16, [10 ** 6])[0, :, 0]  # the noise floor, reached by then
+    assert floor[0] < target < floor[1]
+    assert any("never reached" in t for t in texts(plot_nqm(lr=10 ** -0.5, batch_size=16, num_steps=20, num_seeds=2)))

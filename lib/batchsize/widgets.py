@@ -3,6 +3,8 @@
 The book's static pages and the tests call the plain functions; locally or on Colab the `*_explorer`
 functions return ipywidgets controls that redraw the figure.
 """
+import numbers
+
 import matplotlib.pyplot as plt
 import numpy as np
 
@@ -25,7 +27,7 @@ def plot_sgd_paths(batch_size=8, lr=0.1, num_steps=30, num_seeds=200, noise_std=
         for ax in (ax_path, ax_loss):
             ax.text(0.5, 0.5, f"diverged: lr x curvature = {lr * res.curvature:.2f} >= 2",
                     ha="center", va="center", transform=ax.transAxes)
-        fig.suptitle(f"batch size {batch_size}, learning rate {lr}")
+        fig.suptitle(f"batch size {batch_size}, learning rate {lr:.3g}")
         return fig
     grid = np.linspace(min(-1.0, theta[:5].min()), max(7.0, theta[:5].max()), 200)
     ax_path.plot(grid, (grid - 3) ** 2, color=PALETTE[-1], lw=1)
@@ -39,27 +41,65 @@ def plot_sgd_paths(batch_size=8, lr=0.1, num_steps=30, num_seeds=200, noise_std=
     ax_loss.plot(steps, (mean[0, 0] - 3) ** 2 + var[0, 0], "--", color=PALETTE[-1], label="exact mean")
     ax_loss.set(yscale="log", xlabel="step", ylabel="loss", title="loss per step")
     ax_loss.legend(fontsize=8)
-    fig.suptitle(f"batch size {batch_size}, learning rate {lr}")
+    fig.suptitle(f"batch size {batch_size}, learning rate {lr:.3g}")
     fig.tight_layout()
     return fig
 
 
-def sgd_explorer():
-    """Sliders for batch size and learning rate driving `plot_sgd_paths` (needs a live Jupyter kernel)."""
+def _grid(*mantissas, decades):
+    """Values m * 10**e for each decade e and mantissa m, parsed from text so that 0.3 is the float 0.3."""
+    return [float(f"{m}e{e}") for e in decades for m in mantissas]
+
+
+# The explorers' sliders step through these values only (SelectionSliders: the front end sends back an index,
+# so the kernel gets a listed value exactly). A log slider would snap 0.3 to 10**-0.5 = 0.316 and send that back.
+SGD_BATCH_SIZES = [1, 2, 4, 8, 16, 32, 64, 128, 256]
+SGD_LRS = _grid(1, 1.5, 2, 3, 5, 7, decades=(-2, -1)) + [0.9, 1.0, 1.1, 1.2]  # curvature 2: diverges from lr 1
+# Notebook 7 starts its app without JupyterLab's bubblingKeydown option, so its command-mode shortcuts take the
+# arrow keys before a focused slider sees them; keys with no notebook shortcut still reach the slider.
+KEYBOARD_NOTE = (
+    "In Jupyter Notebook 7 the arrow keys on a focused slider move the cell selection instead of the slider "
+    "(upstream bug https://github.com/jupyter/notebook/issues/7716; JupyterLab is fine). There, hold Shift with "
+    "the left or right arrow key to move one step, press Page Up/Page Down to move five steps or Home/End to jump "
+    "to the ends, or drag the slider.")
+
+
+def _on_grid(name, value, grid):
+    """The entry of `grid` equal to `value`; TypeError for a non-number, ValueError naming the grid otherwise."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
+    if value not in grid:
+        raise ValueError(f"{name} must be one of the slider's values {', '.join(f'{v:g}' for v in grid)}; "
+                         f"got {value!r}")
+    return grid[grid.index(value)]
+
+
+def _slider(description, options, value):
+    """A SelectionSlider over `options` at `value`, its label shown in full and its track still long."""
     import ipywidgets as widgets
+
+    return widgets.SelectionSlider(options=options, value=value, description=description,
+                                   style={"description_width": "initial"}, layout={"width": "36em"})
+
+
+def sgd_explorer(batch_size=8, lr=0.1):
+    """Sliders for batch size and lr driving `plot_sgd_paths`, opened at exactly these values (needs a kernel)."""
+    import ipywidgets as widgets
+
+    batch_size, lr = _on_grid("batch_size", batch_size, SGD_BATCH_SIZES), _on_grid("lr", lr, SGD_LRS)
 
     def draw(batch_size, lr):
         plot_sgd_paths(batch_size=batch_size, lr=lr)
         plt.show()
 
-    return widgets.interactive(
-        draw,
-        batch_size=widgets.SelectionSlider(options=[1, 2, 4, 8, 16, 32, 64, 128, 256], value=8,
-                                           description="batch size"),
-        lr=widgets.FloatLogSlider(value=0.1, base=10, min=-2, max=0.1, step=0.05, description="learning rate"))
+    return widgets.interactive(draw, batch_size=_slider("batch size", SGD_BATCH_SIZES, batch_size),
+                               lr=_slider("learning rate", SGD_LRS, lr))
 
 
 NQM_BATCH_SIZES = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096]
+NQM_LRS = _grid(1, 1.5, 2, 3, 5, 7, decades=(-3, -2, -1)) + [1.0, 1.5, 2.0, 2.5, 3.0]  # SGD diverges from 2 / h_1 = 2
+NQM_MOMENTA = [round(0.05 * k, 2) for k in range(20)]  # 0, 0.05, ..., 0.95
+NQM_PRECONDITION_POWERS = [0.0, 0.25, 0.5, 0.75, 1.0]
 
 
 def plot_nqm(lr=0.3, batch_size=16, momentum=0.0, precondition_power=0.0, num_steps=1000, target_fraction=0.01,
@@ -107,17 +147,19 @@ def plot_nqm(lr=0.3, batch_size=16, momentum=0.0, precondition_power=0.0, num_st
     return fig
 
 
-def nqm_explorer():
-    """Sliders for lr, batch size and momentum driving `plot_nqm` (needs a live Jupyter kernel)."""
+def nqm_explorer(lr=0.3, batch_size=16, momentum=0.0, precondition_power=0.0):
+    """Sliders for lr, batch size, momentum and preconditioner driving `plot_nqm`, opened at exactly these values."""
     import ipywidgets as widgets
+
+    lr, batch_size = _on_grid("lr", lr, NQM_LRS), _on_grid("batch_size", batch_size, NQM_BATCH_SIZES)
+    momentum = _on_grid("momentum", momentum, NQM_MOMENTA)
+    precondition_power = _on_grid("precondition_power", precondition_power, NQM_PRECONDITION_POWERS)
 
     def draw(batch_size, lr, momentum, precondition_power):
         plot_nqm(lr=lr, batch_size=batch_size, momentum=momentum, precondition_power=precondition_power)
         plt.show()
 
     return widgets.interactive(
-        draw,
-        batch_size=widgets.SelectionSlider(options=NQM_BATCH_SIZES, value=16, description="batch size"),
-        lr=widgets.FloatLogSlider(value=0.3, base=10, min=-3, max=0.5, step=0.05, description="learning rate"),
-        momentum=widgets.FloatSlider(value=0.0, min=0.0, max=0.95, step=0.05, description="momentum"),
-        precondition_power=widgets.FloatSlider(value=0.0, min=0.0, max=1.0, step=0.25, description="precond. p"))
+        draw, batch_size=_slider("batch size", NQM_BATCH_SIZES, batch_size),
+        lr=_slider("learning rate", NQM_LRS, lr), momentum=_slider("momentum", NQM_MOMENTA, momentum),
+        precondition_power=_slider("preconditioner power", NQM_PRECONDITION_POWERS, precondition_power))
