@@ -8,7 +8,6 @@ installed font can draw. A full-page screenshot of each page is written to artif
 axe-core's counts per page to artifacts/axe.json.
 """
 import functools
-import importlib.util
 import http.server
 import json
 import os
@@ -337,16 +336,44 @@ def test_page_renders_offline(docname, visits):
     assert not visit.console_errors, f"console errors: {visit.console_errors}"
 
 
-# axe-core, the accessibility engine, as shipped inside the axe-playwright-python package (no download).
-AXE_SOURCE = Path(importlib.util.find_spec("axe_playwright_python").origin).with_name("axe.min.js")
+# axe-core, the accessibility engine, from the npm registry: tests/axe/package.json pins its release and the
+# README's install command (`npm ci --prefix tests/axe`) puts it in tests/axe/node_modules. Nothing is fetched here.
+AXE_DIR = ROOT / "tests" / "axe"
+AXE_SOURCE = AXE_DIR / "node_modules" / "axe-core" / "axe.min.js"
 AXE_BLOCKING = ("serious", "critical")
 AXE_COUNTS = ARTIFACTS / "axe.json"  # per page: violations by impact, for the record
+
+
+def axe_pinned_version():
+    """The axe-core release that tests/axe/package.json pins (an exact version, not a range)."""
+    version = json.loads((AXE_DIR / "package.json").read_text())["dependencies"]["axe-core"]
+    assert re.fullmatch(r"\d+\.\d+\.\d+", version), f"tests/axe/package.json must pin axe-core exactly, not {version!r}"
+    return version
+
+
+def test_axe_core_is_pinned_exactly_and_locked():
+    lock = json.loads((AXE_DIR / "package-lock.json").read_text())
+    locked = lock["packages"]["node_modules/axe-core"]
+    assert locked["version"] == axe_pinned_version(), "package-lock.json disagrees with package.json"
+    assert locked["resolved"].startswith("https://registry.npmjs.org/axe-core/"), locked["resolved"]
+    assert locked["integrity"].startswith("sha512-"), "the lock has no checksum for axe-core"
+
+
+@functools.lru_cache(maxsize=None)
+def axe_source():
+    """The text of axe.min.js as installed by `npm ci --prefix tests/axe`."""
+    assert AXE_SOURCE.exists(), (f"axe-core is not installed ({AXE_SOURCE.relative_to(ROOT)} is missing): run "
+                                 "`npm ci --prefix tests/axe` (part of the README's install command)")
+    return AXE_SOURCE.read_text()
 
 
 @pytest.mark.parametrize("docname", DOCNAMES)
 def test_page_has_no_serious_accessibility_violation(docname, visits):
     page = visits(docname).page
-    page.add_script_tag(content=AXE_SOURCE.read_text())
+    page.add_script_tag(content=axe_source())
+    version, pinned = page.evaluate("axe.version"), axe_pinned_version()
+    assert version == pinned, (f"axe-core {version} ran, tests/axe/package.json pins {pinned}: "
+                               "run `npm ci --prefix tests/axe` (part of the README's install command)")
     violations = page.evaluate("async () => (await axe.run(document, {resultTypes: ['violations']})).violations")
     counts = {impact: sum(len(v["nodes"]) for v in violations if v["impact"] == impact)
               for impact in ("minor", "moderate", "serious", "critical")}
@@ -355,6 +382,34 @@ def test_page_has_no_serious_accessibility_violation(docname, visits):
     blocking = [f"{v['id']} ({v['impact']}): {v['help']}; e.g. {v['nodes'][0]['html'][:160]}"
                 for v in violations if v["impact"] in AXE_BLOCKING]
     assert not blocking, "\n".join(blocking)
+
+
+def test_controls_are_named_by_the_text_they_show(site, base_url, browser):
+    # _ext/visible_labels.py (WCAG 2.5.3): a code-cell toggle is named by its prompt, also once opened; the search
+    # field by "Search Ctrl+K"; the colour-mode button by its label and the title of the mode's icon, at every mode.
+    expect = pytest.importorskip("playwright.sync_api").expect
+    pages = [d for d in NOTEBOOK_PAGES if 'class="admonition hide' in (site / f"{d}.html").read_text()]
+    assert pages, "no page has a hidden code cell to check"
+    visit = PageVisit(browser, f"{base_url}/{pages[0]}.html")  # its own browser context: clicks change the page
+    try:
+        toggle = visit.page.locator("details.hide > summary").first
+        expect(toggle).to_have_accessible_name(re.compile(r"^Show code cell (source|outputs?|content)$"))
+        toggle.click()
+        expect(toggle).to_have_accessible_name(re.compile(r"^Hide code cell (source|outputs?|content)$"))
+        search = visit.page.locator(".search-button-field:visible")
+        assert search.count() >= 1, "no search field on the page"
+        expect(search.first).to_have_accessible_name(re.compile(r"^Search Ctrl ?\+ ?K$"))
+        mode = visit.page.locator(".theme-switch-button").first
+        titles = []
+        for _ in range(3):  # light, auto, dark
+            icon = mode.locator(".theme-switch:visible")
+            title = icon.get_attribute("title") or icon.locator("title").text_content()
+            expect(mode).to_have_accessible_name(f"Color mode: {title}")
+            titles.append(title)
+            mode.click()
+        assert sorted(titles) == ["Dark", "Light", "System Settings"], titles
+    finally:
+        visit.close()
 
 
 VISIBLE_TEXT = """() => {
