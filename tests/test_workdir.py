@@ -146,7 +146,8 @@ def test_chapter_4_reads_the_package_results_from_a_copy_outside_the_repository(
     kernel = Kernel(nb, folder, kernel_start_lock, env)
     with kernel.client.setup_kernel():
         cwd, library = kernel.where()
-        assert Path(cwd).resolve() == folder.resolve() and Path(library).resolve().parent == (lib / "batchsize").resolve()
+        assert Path(cwd).resolve() == folder.resolve()
+        assert Path(library).resolve().parent == (lib / "batchsize").resolve()  # the copy of the library
         kernel.run(imports)
 
         shown = text(kernel.run(cell))  # one recorded result (the quick one is left out)
