@@ -235,3 +235,74 @@ def test_claims_table_keeps_the_roles_only_inside_the_book(book_claims):
     outside = claims.claims_table(book_claims, CHAPTERS, in_book=False)
     assert inside.count("{glue:text}") == sum(len(claims.glue_references(c["number"])) for c in book_claims) > 30
     assert "{glue" not in outside and "to measure it)" in outside
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the chapter index shipped with the package (chapters.json), so chapter 5 runs from any working directory
+
+def test_the_shipped_chapter_index_matches_the_chapters():
+    shipped = claims.chapter_index()
+    assert shipped == claims.build_chapter_index(CHAPTERS), (
+        "lib/batchsize/chapters.json is out of date with chapters/*.ipynb (a title or a verdict table changed): "
+        "rewrite it with python -c \"from batchsize import claims; claims.write_chapter_index('chapters')\"")
+    assert list(shipped) == sorted(p.name for p in CHAPTERS.glob("*.ipynb"))
+    assert claims.chapter_verdict_rows() == chapter_rows()
+
+
+def test_the_chapter_index_is_package_data():
+    import tomllib
+
+    package_data = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    assert claims.chapter_index_path().name in package_data["batchsize"]
+    assert claims.chapter_index_path().parent == Path(claims.__file__).parent
+
+
+def test_claims_table_from_the_shipped_index_is_the_table_from_the_chapters(book_claims):
+    for in_book in (True, False):
+        assert claims.claims_table(book_claims, in_book=in_book) == claims.claims_table(book_claims, CHAPTERS,
+                                                                                         in_book=in_book)
+    assert f"[{claims.chapter_title('02_batch_size_tradeoffs.ipynb')}](02_batch_size_tradeoffs.ipynb#" in (
+        claims.claims_table(book_claims))
+
+
+def write_chapter(folder, name, title, table=""):
+    cells = [{"cell_type": "markdown", "source": [f"# {title}\n\nText.\n"]},
+             {"cell_type": "markdown", "source": [table]}]
+    (folder / name).write_text(json.dumps({"cells": cells}))
+
+
+def test_write_chapter_index_reads_back_and_the_titles_and_rows_come_from_it(tmp_path):
+    chapters = tmp_path / "chapters"
+    chapters.mkdir()
+    write_chapter(chapters, "01_a.ipynb", "First “chapter”",
+                  "| claim | x | verdict | y |\n|---|---|---|---|\n| F3 | x | **holds** | y |\n"
+                  "| A3 | x | **not tested on this page** | |\n")
+    write_chapter(chapters, "02_b.ipynb", "Second")
+    path = claims.write_chapter_index(chapters, tmp_path / "index.json")
+    index = json.loads(path.read_text(encoding="utf8"))
+    assert index["chapters"] == {"01_a.ipynb": {"title": "First “chapter”", "verdict_rows": [["F3", "holds"],
+                                                                                           ["A3", None]]},
+                                 "02_b.ipynb": {"title": "Second", "verdict_rows": []}}
+    assert index["chapters"] == claims.chapter_index(chapters)
+    assert claims.chapter_title("02_b.ipynb", chapters) == "Second"
+    assert claims.chapter_verdict_rows(chapters) == {"01_a.ipynb": [("F3", "holds"), ("A3", None)]}
+
+
+def test_the_chapter_index_rejects_bad_input(tmp_path, monkeypatch, book_claims):
+    with pytest.raises(TypeError, match="must be a path"):
+        claims.chapter_index(5)
+    with pytest.raises(FileNotFoundError, match="no chapter notebooks"):
+        claims.chapter_index(tmp_path)
+    with pytest.raises(TypeError, match="must be a string"):
+        claims.chapter_title(1)
+    with pytest.raises(ValueError, match="no chapter named 'nope.ipynb'"):
+        claims.chapter_title("nope.ipynb")
+    write_chapter(tmp_path, "01_a.ipynb", "First")
+    with pytest.raises(ValueError, match="names the chapter '0.*', which is not one of 01_a.ipynb"):
+        claims.claims_table(book_claims, tmp_path)
+    monkeypatch.setattr(claims, "chapter_index_path", lambda: tmp_path / "absent.json")
+    with pytest.raises(FileNotFoundError, match="no chapter index at .*absent.json.*write_chapter_index"):
+        claims.chapter_index()
+    (tmp_path / "absent.json").write_text(json.dumps({"chapters": {"01_a.ipynb": {"title": "First"}}}))
+    with pytest.raises(ValueError, match="'01_a.ipynb' must have a 'title' and 'verdict_rows'"):
+        claims.chapter_index()

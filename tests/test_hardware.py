@@ -351,5 +351,34 @@ def test_benchmark_script_writes_a_file_the_loader_reads(tmp_path):
         assert finder["found"] == finder["predicted"] and finder["smallest_failed"] == finder["found"] + 1
 
 
-def test_load_results_of_a_missing_folder_is_empty(tmp_path):
-    assert hw.load_results(tmp_path / "none") == []
+def test_load_results_of_an_empty_folder_is_empty(tmp_path):
+    assert hw.load_results(tmp_path) == []
+    (tmp_path / "README.md").write_text("no results yet")  # not a .json file: ignored
+    assert hw.load_results(str(tmp_path)) == []
+
+
+def test_load_results_of_a_missing_folder_raises_and_says_where_it_looked(tmp_path):
+    with pytest.raises(FileNotFoundError, match=re.escape(str(tmp_path / "none"))) as info:
+        hw.load_results(tmp_path / "none")
+    assert "benchmarks/hardware.py" in str(info.value)  # and how to record one
+    (tmp_path / "file.json").write_text("{}")
+    with pytest.raises(NotADirectoryError, match="not a folder"):
+        hw.load_results(tmp_path / "file.json")
+
+
+def test_load_results_rejects_a_non_path_and_a_broken_file(tmp_path):
+    for bad in (3, ["results"]):
+        with pytest.raises(TypeError, match="folder must be a path"):
+            hw.load_results(bad)
+    (tmp_path / "broken.json").write_text("{not json")
+    with pytest.raises(ValueError, match="broken.json: not a JSON file"):
+        hw.load_results(tmp_path)
+
+
+def test_results_ship_with_the_package_and_load_by_default():
+    folder = hw.results_dir()
+    assert folder == Path(hw.__file__).with_name("results") and folder.is_dir()
+    assert (folder / "README.md").is_file()  # keeps the folder (and the package data) when no result is recorded
+    assert hw.load_results() == hw.load_results(folder)
+    for record in hw.load_results():  # whatever is committed there is a result of benchmarks/hardware.py
+        assert {"device_name", "torch", "cuda", "date"} <= set(record["provenance"]), record["file"]

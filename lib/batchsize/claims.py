@@ -7,6 +7,11 @@ and the tests check that claims.yml and the chapters agree. Each assertion cell 
 checks in its metadata, `"claims": [<claim id>, ...]` (an empty list for a check of a method); `assertion_checks`
 collects them, so the tests can require every verdict to rest on checks that ran. Introduced in chapter 5 (the
 claims, tested).
+
+The chapters themselves are not part of an installed package (a reader who pip-installs the library from git has
+no chapters/ folder), so the little that chapter 5 needs of them, each chapter's title and verdict rows, ships
+inside the package as chapters.json (`chapter_index`): written from the notebooks by `write_chapter_index`,
+and checked against them by tests/test_claims.py. Chapter 5 therefore runs from any working directory.
 """
 import ast
 import json
@@ -30,6 +35,11 @@ _ASSERT_LINE = re.compile(r"^\s*assert\b", re.M)
 def default_path():
     """The claims.yml shipped with this package. Introduced in chapter 5."""
     return Path(__file__).with_name("claims.yml")
+
+
+def chapter_index_path():
+    """The chapters.json shipped with this package: every chapter's title and verdict rows. Introduced in chapter 5."""
+    return Path(__file__).with_name("chapters.json")
 
 
 def normalise_verdict(text):
@@ -139,21 +149,116 @@ def notebook_title(path):
     raise ValueError(f"{path} has no level-1 heading")
 
 
-def claims_table(claims, chapters_dir, anchor="what-the-claims-say", in_book=None):
+_INDEX_ABOUT = ("Each chapter's title and verdict rows, read from chapters/*.ipynb by batchsize.claims."
+                "write_chapter_index; tests/test_claims.py checks that they match the chapters.")
+_REGENERATE = ("python -c \"from batchsize import claims; claims.write_chapter_index('chapters')\" "
+               "in the repository")
+
+
+def build_chapter_index(chapters_dir):
+    """{notebook name: {"title", "verdict_rows"}} read from the notebooks in chapters_dir. Introduced in chapter 5."""
+    if not isinstance(chapters_dir, (str, os.PathLike)):
+        raise TypeError(f"chapters_dir must be a path, got {type(chapters_dir).__name__}")
+    chapters_dir = Path(chapters_dir)
+    paths = sorted(chapters_dir.glob("*.ipynb"))
+    if not paths:
+        raise FileNotFoundError(f"no chapter notebooks (*.ipynb) in {chapters_dir.resolve()}")
+    return {p.name: {"title": notebook_title(p), "verdict_rows": [list(row) for row in verdict_rows(p)]}
+            for p in paths}
+
+
+def write_chapter_index(chapters_dir, path=None):
+    """Write build_chapter_index(chapters_dir) to path (default: the package's chapters.json); return the path.
+
+    Run it after changing a chapter's title or verdict table. Introduced in chapter 5.
+    """
+    path = chapter_index_path() if path is None else Path(path)
+    chapters = build_chapter_index(chapters_dir)
+
+    def dumps(value):
+        return json.dumps(value, ensure_ascii=False)
+
+    # One line per verdict row, so that a change to a chapter's table is a one-line diff.
+    entries = []
+    for name, entry in chapters.items():
+        rows = ",\n".join(f"    {dumps(row)}" for row in entry["verdict_rows"])
+        entries.append(f'  {dumps(name)}: {{"title": {dumps(entry["title"])}, "verdict_rows": ['
+                       + (f"\n{rows}\n  ]}}" if rows else "]}"))
+    text = f'{{"about": {dumps(_INDEX_ABOUT)},\n "chapters": {{\n' + ",\n".join(entries) + "\n }\n}\n"
+    if json.loads(text) != {"about": _INDEX_ABOUT, "chapters": chapters}:  # the layout above is JSON of the index
+        raise RuntimeError("write_chapter_index made JSON that does not read back as the index")
+    path.write_text(text, encoding="utf8")
+    return path
+
+
+def chapter_index(chapters_dir=None):
+    """{notebook name: {"title": str, "verdict_rows": [[claim id, verdict or None], ...]}}, by notebook name.
+
+    From the chapters.json shipped with this package, which works wherever the package is installed and
+    whatever the working directory; from the notebooks in chapters_dir instead when it is given. Introduced in
+    chapter 5.
+    """
+    if chapters_dir is not None:
+        return build_chapter_index(chapters_dir)
+    path = chapter_index_path()
+    if not path.is_file():
+        raise FileNotFoundError(f"no chapter index at {path}: it ships with the package (package data "
+                                f"chapters.json); write it with {_REGENERATE}")
+    index = json.loads(path.read_text(encoding="utf8"))
+    chapters = index.get("chapters") if isinstance(index, dict) else None
+    if not isinstance(chapters, dict) or not chapters:
+        raise ValueError(f"{path} must hold {{'chapters': {{notebook name: ...}}}}; write it with {_REGENERATE}")
+    for name, entry in chapters.items():
+        if (not isinstance(entry, dict) or not isinstance(entry.get("title"), str)
+                or not isinstance(entry.get("verdict_rows"), list)):
+            raise ValueError(f"{path}: the entry of {name!r} must have a 'title' and 'verdict_rows'; write it "
+                             f"with {_REGENERATE}")
+    return chapters
+
+
+def chapter_title(name, chapters_dir=None):
+    """The title of the chapter notebook `name` (e.g. "02_batch_size_tradeoffs.ipynb"). Introduced in chapter 5."""
+    if not isinstance(name, str):
+        raise TypeError(f"a chapter name must be a string such as '01_gradient_variance.ipynb', got "
+                        f"{type(name).__name__}")
+    index = chapter_index(chapters_dir)
+    if name not in index:
+        raise ValueError(f"no chapter named {name!r}; the chapters are {', '.join(index)}")
+    return index[name]["title"]
+
+
+def chapter_verdict_rows(chapters_dir=None):
+    """{notebook name: verdict_rows of that chapter} for every chapter with a verdict table. Introduced in chapter 5.
+
+    From the package's chapters.json (see `chapter_index`), so it works from any working directory.
+    """
+    return {name: [tuple(row) for row in entry["verdict_rows"]]
+            for name, entry in chapter_index(chapters_dir).items() if entry["verdict_rows"]}
+
+
+def claims_table(claims, chapters_dir=None, anchor="what-the-claims-say", in_book=None):
     """The claims as one MyST table: id, claim, verdict and why, key number, link. Introduced in chapter 5.
 
-    The key numbers are cross-page glue roles that only the book's build can fill from the chapters' runs
-    (`in_book`, by default whether this kernel runs inside the build); elsewhere a number's cell names the
-    value and the chapter that measures it when run.
+    The chapters' titles come from the package's chapter index (`chapter_index`), or from the notebooks in
+    chapters_dir when it is given. The key numbers are cross-page glue roles that only the book's build can fill
+    from the chapters' runs (`in_book`, by default whether this kernel runs inside the build); elsewhere a
+    number's cell names the value and the chapter that measures it when run.
     """
-    chapters_dir = Path(chapters_dir)
+    titles = {name: entry["title"] for name, entry in chapter_index(chapters_dir).items()}
+
+    def title(name, claim):
+        if name not in titles:
+            raise ValueError(f"claim {claim['id']!r} names the chapter {name!r}, which is not one of "
+                             f"{', '.join(titles)}")
+        return titles[name]
+
     in_book = bool(os.environ.get(BUILD_ENV)) if in_book is None else in_book
     lines = ["| claim | what the text says | verdict | key measured number | tested in |", "|---|---|---|---|---|"]
     for claim in sorted(claims, key=lambda c: CLAIM_IDS.index(c["id"])):
         why = claim["why"] + (f" *To settle it:* {claim['settle']}" if claim.get("settle") else "")
-        links = ", ".join(f"[{notebook_title(chapters_dir / t)}]({t}#{anchor})" for t in claim["tested_in"])
+        links = ", ".join(f"[{title(t, claim)}]({t}#{anchor})" for t in claim["tested_in"])
         number = claim["number"] if in_book else _GLUE.sub(
-            lambda m: f"`{m.group(2)}` (run {notebook_title(chapters_dir / m.group(1))} to measure it)", claim["number"])
+            lambda m: f"`{m.group(2)}` (run {title(m.group(1), claim)} to measure it)", claim["number"])
         cells = [claim["id"], claim["claim"], f"**{claim['verdict']}**: {why}", number, links]
         lines.append("| " + " | ".join(" ".join(str(c).split()).replace("|", "\\|") for c in cells) + " |")
     return "\n".join(lines)

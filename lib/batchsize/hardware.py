@@ -385,18 +385,41 @@ def device_slug(device=None):
     return "-".join(part for part in slug.split("-") if part)
 
 
-def load_results(folder):
-    """Every recorded benchmark file in folder (a .json file with a "provenance" key), sorted by name; [] if none.
+def results_dir():
+    """The folder of recorded results shipped with this package: lib/batchsize/results/ in the repository.
 
-    Introduced in chapter 4 (recorded GPU results). Each result gets a 'file' key with its file name.
+    Introduced in chapter 4 (recorded GPU results). `python benchmarks/hardware.py --out lib/batchsize/results`
+    records the device it runs on there; the files are committed and ship with the package, so the chapter finds
+    them from any working directory and in an installed package alike.
     """
+    return Path(__file__).with_name("results")
+
+
+def load_results(folder=None):
+    """Every recorded benchmark file in folder (a .json file with a "provenance" key), sorted by name.
+
+    Introduced in chapter 4 (recorded GPU results). folder defaults to `results_dir()`, the package's own. Each
+    result gets a 'file' key with its file name. An empty folder gives []; a folder that does not exist raises
+    FileNotFoundError (a missing folder is not the same as no results: the package or the path is broken).
+    """
+    if folder is None:
+        folder = results_dir()
+    elif not isinstance(folder, (str, os.PathLike)):
+        raise TypeError(f"folder must be a path, got {type(folder).__name__}")
     folder = Path(folder)
-    results = []
+    if not folder.exists():
+        raise FileNotFoundError(
+            f"no results folder at {folder.resolve()}: the recorded results ship with the package in "
+            f"{results_dir()} (lib/batchsize/results/ in the repository); record one on a device with "
+            f"`python benchmarks/hardware.py --out lib/batchsize/results`")
     if not folder.is_dir():
-        return results
+        raise NotADirectoryError(f"{folder.resolve()} is not a folder: load_results reads a folder of .json files")
+    results = []
     for path in sorted(folder.glob("*.json")):
-        with open(path) as f:
-            record = json.load(f)
+        try:
+            record = json.loads(path.read_text(encoding="utf8"))
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}: not a JSON file ({e})") from e
         if isinstance(record, dict) and "provenance" in record:
             record["file"] = path.name
             results.append(record)
