@@ -1,11 +1,12 @@
 """A chapter opened where readers run it: JupyterLab 4 and Notebook 7, with jupyterlab-myst, in headless Chromium.
 
-A copy of chapter 1 is served by `jupyter lab` from a temporary folder (so nothing is saved into chapters/), opened
+A copy of chapter 1 is served by `python -m batchsize lab` (the README's command for readers) from a temporary folder (so nothing is saved into chapters/), opened
 in JupyterLab and in Notebook 7, and run with Run All Cells from the menu, as a reader would. Then the rendered
 page must show the prose's numbers as numbers (the {eval} roles, evaluated by jupyterlab-myst in the live kernel),
 no raw MyST roles or directives, the exercises with their solutions collapsed, and the figures' captions.
 Screenshots land in artifacts/screenshots/lab-*.png and notebook7-*.png.
 """
+import json
 import re
 import shutil
 import socket
@@ -15,6 +16,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+from batchsize.__main__ import lab_command
 
 ROOT = Path(__file__).resolve().parents[1]
 CHAPTER = ROOT / "chapters" / "01_gradient_variance.ipynb"
@@ -40,11 +43,13 @@ def server(tmp_path_factory):
     shutil.copy(CHAPTER, root / CHAPTER.name)
     port = free_port()
     log = open(root / "server.log", "w")
+    # the README's command for readers, `python -m batchsize lab`, with a port and no token for the test
+    command = lab_command(root, jupyter_args=[
+        "--no-browser", "--allow-root", f"--port={port}", "--ip=127.0.0.1", "--IdentityProvider.token=",
+        "--ServerApp.password=", "--LabApp.news_url=", "--LabApp.check_for_updates_class="
+        "jupyterlab.NeverCheckForUpdate", "--LabApp.extension_manager=readonly"])
     proc = subprocess.Popen(
-        [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--allow-root", f"--port={port}",
-         "--ip=127.0.0.1", "--IdentityProvider.token=", "--ServerApp.password=",
-         f"--ServerApp.root_dir={root}", "--LabApp.news_url=", "--LabApp.check_for_updates_class="
-         "jupyterlab.NeverCheckForUpdate", "--LabApp.extension_manager=readonly"],
+        command,
         stdout=log, stderr=subprocess.STDOUT, cwd=root)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -149,3 +154,20 @@ def test_figure_captions_are_shown(opened):
     caption = page.locator(".jp-MarkdownCell", has_text="Figure.").first
     assert caption.is_visible(), f"{ui}: no caption under the figures"
     assert page.locator(".jp-OutputArea-output img").count() >= 4, f"{ui}: the figures were not drawn"
+
+
+def test_readme_opens_the_lessons_with_the_launcher():
+    blocks = re.findall(r"```bash\n(.*?)\n\s*```", (ROOT / "README.md").read_text(), flags=re.S)
+    assert blocks[2].strip() == "python -m batchsize lab", blocks[2]
+
+
+def test_launcher_sets_the_book_defaults_for_both_front_ends(tmp_path):
+    lab = lab_command(tmp_path, jupyter_args=["--", "--port=1"])
+    assert lab[:4] == [sys.executable, "-m", "jupyter", "lab"] and lab[-1] == str(tmp_path) and "--port=1" in lab
+    settings = [a.split("=", 1)[1] for a in lab if "app_settings_dir=" in a]
+    assert len(settings) == 2 and all(Path(s, "overrides.json").is_file() for s in settings)
+    overrides = json.loads(Path(settings[0], "overrides.json").read_text())
+    assert overrides["@jupyterlab/notebook-extension:tracker"]["windowingMode"] == "none"
+    assert lab_command(tmp_path, notebook=True)[3] == "notebook"
+    with pytest.raises(ValueError, match="nothing to open"):
+        lab_command(tmp_path / "missing")

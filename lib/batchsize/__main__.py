@@ -1,11 +1,14 @@
-"""Command line of the book's library: `python -m batchsize advise --model mlp|cnn ...` (chapter 6).
+"""Command line of the book's library: `python -m batchsize advise|lab ...`.
 
-Runs `advise.advise` on one of the book's models with MNIST-1D (generated offline) and prints the recommendation;
---json prints the numbers as JSON, --figure saves `advise.plot_advice`'s figure.
+`advise --model mlp|cnn` (chapter 6) runs `advise.advise` on one of the book's models with MNIST-1D (generated
+offline) and prints the recommendation; --json prints the numbers as JSON, --figure saves `advise.plot_advice`'s
+figure. `lab [PATH] [--notebook]` opens the lessons in JupyterLab or Notebook 7 with the book's front-end defaults.
 """
 import argparse
 import json
+import subprocess
 import sys
+from pathlib import Path
 
 MODELS = ("mlp", "cnn")
 
@@ -23,12 +26,44 @@ def _parser():
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--figure", default=None, help="save the evidence figure to this file (e.g. advice.png)")
     p.add_argument("--json", action="store_true", help="print the recommendation and evidence as JSON")
+    lab = commands.add_parser("lab", help="open the lessons in JupyterLab (or Notebook 7) as the book expects")
+    lab.add_argument("path", nargs="?", default=None,
+                     help="folder or notebook to open (default: chapters/ when it is here, else this folder)")
+    lab.add_argument("--notebook", action="store_true", help="Notebook 7 instead of JupyterLab")
+    lab.add_argument("jupyter_args", nargs=argparse.REMAINDER, help="after --: passed on to jupyter")
     return parser
+
+
+# Defaults for JupyterLab and Notebook 7 (a reader's own settings still win): every cell is drawn when a notebook
+# opens. With the default windowing jupyterlab-myst evaluates the {eval} expressions only of the cells it has
+# drawn, and a chapter run with Run All would show the numbers of the cells below the screen as code.
+LAB_SETTINGS = Path(__file__).with_name("jupyterlab")
+
+
+def lab_command(path=None, notebook=False, jupyter_args=()):
+    """The `jupyter lab` (or `jupyter notebook`) command line that opens `path` with the book's defaults."""
+    if path is None:
+        path = "chapters" if Path("chapters").is_dir() else "."
+    if not Path(path).exists():
+        raise ValueError(f"nothing to open at {path!r}: give a folder or a notebook that exists")
+    if not (LAB_SETTINGS / "overrides.json").is_file():
+        raise FileNotFoundError(f"the front-end defaults are missing from the package: {LAB_SETTINGS}")
+    args = [a for a in jupyter_args if a != "--"]
+    return [sys.executable, "-m", "jupyter", "notebook" if notebook else "lab",
+            f"--LabApp.app_settings_dir={LAB_SETTINGS}", f"--JupyterNotebookApp.app_settings_dir={LAB_SETTINGS}",
+            *args, str(path)]
 
 
 def main(argv=None):
     """Entry point of `python -m batchsize`. Introduced in chapter 6 (choosing a batch size)."""
     args = _parser().parse_args(argv)
+    if args.command == "lab":
+        try:
+            command = lab_command(args.path, args.notebook, args.jupyter_args)
+        except ValueError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        return subprocess.call(command)
     from . import data, models
     from .advise import advise, plot_advice
 

@@ -1,0 +1,64 @@
+"""Argument checks shared by the lib: each raises a ValueError/TypeError that says what is allowed."""
+import numbers
+
+import numpy as np
+import torch
+
+
+def check_positive_int(value, name):
+    """Raise unless value is an integer >= 1."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer >= 1, got {type(value).__name__} {value!r}")
+    if value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value}")
+    return int(value)
+
+
+def check_positive_float(value, name):
+    """Raise unless value is a finite real number > 0."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number > 0, got {type(value).__name__} {value!r}")
+    if not np.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a finite number > 0, got {value}")
+    return float(value)
+
+
+def as_positive_array(values, name, integer=False, any_shape=False):
+    """A 1-D (or, with any_shape, any-shaped) array whose entries are all > 0 (and whole numbers if integer)."""
+    arr = np.asarray(values) if any_shape else np.atleast_1d(np.asarray(values))
+    if (arr.ndim != 1 and not any_shape) or arr.size == 0:
+        raise ValueError(f"{name} must be a number or a non-empty 1-D sequence of numbers, got {values!r}")
+    if not np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.complexfloating):
+        raise TypeError(f"{name} must hold real numbers, got dtype {arr.dtype}")
+    if not np.all(np.isfinite(arr)) or np.any(arr <= 0):
+        raise ValueError(f"{name} must all be finite and > 0, got {values!r}")
+    if integer:
+        if np.any(arr != np.round(arr)):
+            raise ValueError(f"{name} must be whole numbers, got {values!r}")
+        return arr.astype(np.int64)
+    return arr.astype(np.float64)
+
+
+def check_data(X, y, floating=True):
+    """Raise unless X (a float tensor if floating) and y are tensors with the same, non-zero number of rows."""
+    if not isinstance(X, torch.Tensor):
+        raise TypeError(f"X must be a torch.Tensor of shape (N, ...), got {type(X).__name__}")
+    if not isinstance(y, torch.Tensor):
+        raise TypeError(f"y must be a torch.Tensor of shape (N, ...), got {type(y).__name__}")
+    if X.dim() == 0 or len(X) == 0:
+        raise ValueError(f"X must hold at least one example along its first dimension, got shape {tuple(X.shape)}")
+    if y.dim() == 0 or len(y) != len(X):
+        raise ValueError(f"X and y must have the same number of examples (first dimension), "
+                         f"got X {tuple(X.shape)} and y {tuple(y.shape)}")
+    if floating and not torch.is_floating_point(X):
+        raise TypeError(f"X must be a floating-point tensor, got dtype {X.dtype}")
+    return len(X)
+
+
+def check_batch_size(batch_size, num_examples):
+    """Raise unless 1 <= batch_size <= num_examples."""
+    check_positive_int(batch_size, "batch_size")
+    if batch_size > num_examples:
+        raise ValueError(f"batch_size must be between 1 and the number of examples ({num_examples}), "
+                         f"got {batch_size}")
+    return int(batch_size)

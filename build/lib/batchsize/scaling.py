@@ -1,0 +1,574 @@
+"""Steps to a result and final accuracy against batch size: the sweeps, the critical-batch fit, sharpness.
+
+The sweep (Shallue et al. 2019) trains, for each batch size, a window of learning rates x seeds as one batched
+model (`train.train_many`) that stops each run at the hardest target, and reads off the first step at which each
+run reaches each target. The fit is McCandlish et al.'s (2018) S(B) = S_min (1 + B_crit / B), equivalently
+E(B) = B S(B) = E_min (1 + B / B_crit) with E_min = S_min B_crit. Sharpness is the top eigenvalue of the
+training-loss Hessian, found by power iteration on Hessian-vector products. The generalization sweep (chapter 2's
+section on generalization) trains each batch size for a fixed budget, tunes its learning rate on held-out data and
+reports the final loss and accuracy of the tuned runs on the training and the test set.
+"""
+import functools
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call
+
+from . import _memo, seeding, tune
+from ._checks import as_positive_array, check_data, check_positive_float, check_positive_int
+from .train import TrainConfig, train_many
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# steps to target
+
+
+def steps_to_target(eval_steps, values, targets, metric="test_loss"):
+    """First evaluation step at which each run reaches each target, (num_targets, num_runs); inf if never.
+
+    Introduced in chapter 2 (batch-size trade-offs). `values` is a History's test_loss or test_acc,
+    (num_runs, num_evals); a loss reaches a target at or below it, an accuracy at or above it. NaN (a run that
+    stopped or diverged) never counts as reached.
+    """
+    if metric not in ("test_loss", "test_acc"):
+        raise ValueError(f"metric must be 'test_loss' or 'test_acc', got {metric!r}")
+    values = np.asarray(values, dtype=float)
+    eval_steps = np.asarray(eval_steps)
+    if values.ndim != 2 or values.shape[1] != len(eval_steps):
+        raise ValueError(f"values must be (num_runs, {len(eval_steps)}), got shape {values.shape}")
+    targets = np.atleast_1d(np.asarray(targets, dtype=float))  # (num_targets,)
+    with np.errstate(invalid="ignore"):
+        there = values[None] <= targets[:, None, None] if metric == "test_loss" else \
+            values[None] >= targets[:, None, None]  # (num_targets, num_runs, num_evals)
+    first = eval_steps[there.argmax(-1)].astype(float)
+    return np.where(there.any(-1), first, np.inf)
+
+
+def median_steps(steps):
+    """Median over seeds (last axis) that is inf when half or more of the seeds never reached the target."""
+    steps = np.asarray(steps, dtype=float)
+    unreached = np.isinf(steps).sum(-1) * 2 >= steps.shape[-1]
+    return np.where(unreached, np.inf, np.median(np.where(np.isinf(steps), np.inf, steps), axis=-1))
+
+
+@dataclass
+class Sweep:
+    """Steps to each target at each batch size, at the learning rate tuned for it. Introduced in chapter 2."""
+
+    batch_sizes: np.ndarray  # (num_batch_sizes,)
+    targets: np.ndarray  # (num_targets,), hardest last
+    seeds: np.ndarray  # (num_seeds,)
+    steps: np.ndarray  # (num_targets, num_batch_sizes, num_seeds) at the tuned lr; inf if not reached
+    best_lr: np.ndarray  # (num_targets, num_batch_sizes)
+    tried: list  # per batch size: (lrs (num_lrs,), steps (num_targets, num_lrs, num_seeds), diverged (num_lrs, num_seeds))
+    params: list  # per batch size: {name: (num_seeds, ...)} of the tuned runs for the hardest target, where they stopped
+    num_runs: int  # training runs in all, the reruns included
+    metric: str
+
+    @property
+    def median(self):
+        """Median steps over seeds, (num_targets, num_batch_sizes)."""
+        return median_steps(self.steps)
+
+    def near_best_lrs(self, target=-1, z=2.0):
+        """Smallest and largest learning rate within the seed noise of the tuned one at each batch size, on log
+        steps to the target (`tune.near_best`): two arrays (num_batch_sizes,)."""
+        lo, hi = np.full(len(self.batch_sizes), np.nan), np.full(len(self.batch_sizes), np.nan)
+        for j, (lrs, steps, _) in enumerate(self.tried):
+            s = steps[target]  # (num_lrs, num_seeds)
+            with np.errstate(divide="ignore"):
+                mask = tune.near_best(np.log(s), np.isinf(s), higher_is_better=False, z=z)
+            if mask.any():
+                lo[j], hi[j] = lrs[mask].min(), lrs[mask].max()
+        return lo, hi
+
+
+def sweep_steps(make_model, data, batch_sizes, lrs, targets, seeds=(0, 1, 2), cfg=TrainConfig(), metric="test_loss",
+                max_steps=20000, first_lrs=None, window=(0.25, 1.0), slack=1.25, cache=False):
+    """Steps to each target for each batch size at its tuned learning rate. Introduced in chapter 2.
+
+    Batch sizes are taken from the largest down. The largest tries `first_lrs` (default: the whole `lrs` grid)
+    within `max_steps`; each smaller one tries the grid points within `window` times the previous tuned learning
+    rate (of the hardest target), and the window widens while the best lies on its edge. A smaller batch never
+    needs more examples than a larger one (E(B) is increasing), so batch size B gets a budget of `slack` x
+    (B_prev / B) x the slowest tuned run at B_prev steps; a run that has not answered within it is slower than
+    the tuned one and changes no tuned result. A learning rate added by widening the window only matters if it
+    beats the best so far, which needs most of its seeds to reach the hardest target no later than the best one's
+    slowest seed, so it gets that many steps. Tuned runs that did not answer are rerun with `max_steps`.
+    window=(0, inf) with slack=inf is the unpruned sweep. cache=True keeps each batched training call on disk,
+    keyed by all its inputs, the library's source, the versions, the CPU and the thread count, so a later call
+    that repeats it on this machine (chapters 3.b and 6 repeat chapter 2's sweep) loads it instead of training
+    again.
+    """
+    batch_sizes = np.sort(as_positive_array(batch_sizes, "batch_sizes", integer=True))[::-1]
+    lrs = np.sort(as_positive_array(lrs, "lrs"))
+    targets = np.atleast_1d(np.asarray(targets, dtype=float))
+    if targets.ndim != 1 or not np.all(np.isfinite(targets)):
+        raise ValueError(f"targets must be a finite number or 1-D sequence of numbers, got {targets!r}")
+    hardest = targets.min() if metric == "test_loss" else targets.max()
+    seeds = np.atleast_1d(np.asarray(seeds, dtype=int))
+    check_positive_int(max_steps, "max_steps")
+    lo, hi = window
+    if not 0 <= lo <= 1 <= hi:
+        raise ValueError(f"window must be (low, high) with 0 <= low <= 1 <= high, got {window!r}")
+    if np.isfinite(slack):
+        check_positive_float(slack, "slack")
+    cfg = replace(cfg, target=float(hardest), target_metric=metric, progress=False)
+    run_many = functools.partial(_memo.call, train_many) if cache else train_many
+    out_steps = np.full((len(targets), len(batch_sizes), len(seeds)), np.inf)
+    best_lr = np.full((len(targets), len(batch_sizes)), np.nan)
+    tried, params, num_runs = [], [], 0
+    prev_lr, budget = None, max_steps
+    hard = int(np.argmin(targets) if metric == "test_loss" else np.argmax(targets))
+    for j, batch_size in enumerate(batch_sizes):
+        state = {"cfg": replace(cfg, batch_size=int(batch_size), num_steps=int(budget))}
+        if prev_lr is None:
+            cand = lrs if first_lrs is None else np.sort(as_positive_array(first_lrs, "first_lrs"))
+        else:
+            cand = lrs[(lrs >= lo * prev_lr * (1 - 1e-9)) & (lrs <= hi * prev_lr * (1 + 1e-9))]
+
+        def run(new, best, state=state):
+            nonlocal num_runs
+            cap = state["cfg"].num_steps  # a new lr must beat the best: most seeds no later than its slowest
+            if best is not None:
+                cap = int(min(cap, best[1].scores[np.isfinite(best[1].scores)].max()))
+            hist = run_many(make_model, data, new, seeds, replace(state["cfg"], num_steps=cap))
+            num_runs += len(new) * len(seeds)
+            s = steps_to_target(hist.eval_steps, getattr(hist, metric), targets, metric)
+            out = {}
+            for k, lr in enumerate(new):
+                rows = slice(k * len(seeds), (k + 1) * len(seeds))
+                out[lr] = tune.Trial(s[hard, rows], np.isinf(s[hard, rows]),
+                                     (s[:, rows], hist.diverged[rows], {n: v[rows] for n, v in hist.params.items()},
+                                      cap))
+            return out
+
+        def retry(state=state):  # the budget was too tight for every lr: once more with max_steps
+            if state["cfg"].num_steps >= max_steps:
+                return False
+            state["cfg"] = replace(state["cfg"], num_steps=max_steps)
+            return True
+
+        tried_lrs, _, trials = tune.search(lrs, cand, run, higher_is_better=False, retry=retry)
+        run_cfg, budget = state["cfg"], state["cfg"].num_steps
+        results = {lr: trials[lr].payload for lr in tried_lrs}
+        all_steps = np.stack([results[lr][0] for lr in tried_lrs], 1)  # (num_targets, num_lrs, num_seeds)
+        diverged = np.stack([results[lr][1] for lr in tried_lrs])
+        for t in range(len(targets)):
+            best = tune.best_index(all_steps[t], np.isinf(all_steps[t]), higher_is_better=False)
+            if best is not None:
+                best_lr[t, j] = tried_lrs[best]
+                out_steps[t, j] = all_steps[t, best]
+        lr_hard = best_lr[hard, j]
+        if np.isnan(lr_hard):
+            raise RuntimeError(f"no learning rate reached the target {hardest} at batch size {batch_size} within "
+                               f"{budget} steps; raise max_steps or pick an easier target")
+        p = results[lr_hard][2]
+        missing = np.isinf(results[lr_hard][0]).any(0)  # seeds of the tuned lr that did not answer in the budget
+        if missing.any() and results[lr_hard][3] < max_steps:
+            rerun = run_many(make_model, data, [lr_hard], seeds[missing], replace(run_cfg, num_steps=max_steps))
+            num_runs += int(missing.sum())
+            s = steps_to_target(rerun.eval_steps, getattr(rerun, metric), targets, metric)  # (num_targets, num_missing)
+            for t in range(len(targets)):
+                if best_lr[t, j] == lr_hard:
+                    out_steps[t, j, missing] = s[t]
+            all_steps[:, list(tried_lrs).index(lr_hard), missing] = s
+            p = {n: v.clone() for n, v in p.items()}
+            for n in p:
+                p[n][torch.from_numpy(missing)] = rerun.params[n]
+        tried.append((tried_lrs, all_steps, diverged))
+        params.append(p)
+        prev_lr = lr_hard
+        if j + 1 < len(batch_sizes) and np.isfinite(slack):
+            finite = out_steps[hard, j][np.isfinite(out_steps[hard, j])]
+            ratio = batch_size / batch_sizes[j + 1]
+            budget = int(min(max_steps, np.ceil(slack * ratio * finite.max())))
+    order = np.argsort(batch_sizes)  # report in increasing batch size
+    return Sweep(batch_sizes[order], targets, seeds, out_steps[:, order], best_lr[:, order],
+                 [tried[i] for i in order], [params[i] for i in order], num_runs, metric)
+
+
+def run_model(make_model, params, i):
+    """Model i of stacked parameters {name: (num_runs, ...)}, e.g. a run of `Sweep.params`. Introduced in chapter 2."""
+    model = make_model()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            p.copy_(params[name][i])
+    return model
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the critical batch size
+
+
+@dataclass
+class CriticalFit:
+    """S(B) = S_min (1 + B_crit / B) fitted to steps-to-target. Introduced in chapter 2 (batch-size trade-offs)."""
+
+    s_min: float  # fewest steps, reached as B -> infinity
+    b_crit: float  # critical batch size
+    rms_log_residual: float  # root-mean-square of log(S / fit)
+
+    @property
+    def e_min(self):
+        """The fewest examples to the target, E_min = S_min B_crit, approached as B goes to 0."""
+        return self.s_min * self.b_crit
+
+    def steps(self, batch_size):
+        """Fitted S(B)."""
+        return self.s_min * (1 + self.b_crit / np.asarray(batch_size, dtype=float))
+
+
+def fit_critical_batch(batch_sizes, steps):
+    """Least-squares fit of log S = log S_min + log(1 + B_crit / B). Introduced in chapter 2.
+
+    For each B_crit the best S_min is closed-form (the mean log residual); B_crit is found by a fine log grid and
+    refined with scipy's bounded scalar minimiser. Batch sizes whose steps are inf (never reached) are dropped.
+    """
+    batch_sizes = as_positive_array(batch_sizes, "batch_sizes")
+    steps = np.asarray(steps, dtype=float)
+    if steps.shape != batch_sizes.shape:
+        raise ValueError(f"steps must have one entry per batch size, shape {batch_sizes.shape}, got {steps.shape}")
+    keep = np.isfinite(steps)
+    if np.any(steps[keep] <= 0):
+        raise ValueError(f"steps must be > 0, got {steps}")
+    if keep.sum() < 3:
+        raise ValueError(f"need at least 3 batch sizes with a finite step count to fit two parameters, "
+                         f"got {int(keep.sum())}")
+    B, log_s = batch_sizes[keep], np.log(steps[keep])
+
+    def loss(log_bc):
+        shape = np.log1p(np.exp(log_bc) / B)
+        log_smin = np.mean(log_s - shape)
+        return np.sum((log_s - log_smin - shape) ** 2), log_smin
+
+    grid = np.linspace(np.log(B.min()) - 5, np.log(B.max()) + 5, 2001)
+    resid = log_s - np.log1p(np.exp(grid)[:, None] / B)  # (len(grid), num_batch_sizes), before S_min
+    k = int(np.argmin(((resid - resid.mean(1, keepdims=True)) ** 2).sum(1)))  # loss(g)[0] at every g
+    from scipy.optimize import minimize_scalar
+
+    res = minimize_scalar(lambda g: loss(g)[0], bounds=(grid[max(k - 1, 0)], grid[min(k + 1, len(grid) - 1)]),
+                          method="bounded", options={"xatol": 1e-10})
+    log_bc = float(res.x) if res.fun <= loss(grid[k])[0] else float(grid[k])
+    sse, log_smin = loss(log_bc)
+    return CriticalFit(float(np.exp(log_smin)), float(np.exp(log_bc)), float(np.sqrt(sse / len(B))))
+
+
+def bootstrap_critical_batch(batch_sizes, steps, num_boot=1000, seed=0):
+    """B_crit and S_min refitted on seed resamples: arrays (num_boot,) each. Introduced in chapter 2.
+
+    `steps` is (num_batch_sizes, num_seeds); each resample draws seeds with replacement independently per batch
+    size and fits the median steps.
+    """
+    batch_sizes = as_positive_array(batch_sizes, "batch_sizes")
+    steps = np.asarray(steps, dtype=float)
+    if steps.ndim != 2 or len(steps) != len(batch_sizes):
+        raise ValueError(f"steps must be (num_batch_sizes, num_seeds) = ({len(batch_sizes)}, ...), "
+                         f"got shape {steps.shape}")
+    check_positive_int(num_boot, "num_boot")
+    resampled = tune.bootstrap(steps, num_boot, seed)  # (num_boot, num_batch_sizes, num_seeds)
+    meds = median_steps(resampled)  # (num_boot, num_batch_sizes)
+    fits = [fit_critical_batch(batch_sizes, m) for m in meds]
+    return np.array([f.b_crit for f in fits]), np.array([f.s_min for f in fits])
+
+
+def local_slopes(batch_sizes, steps):
+    """Slope d log S / d log B between neighbouring batch sizes, (num_batch_sizes - 1,). Introduced in chapter 2."""
+    batch_sizes = as_positive_array(batch_sizes, "batch_sizes")
+    steps = as_positive_array(steps, "steps")
+    if steps.shape != batch_sizes.shape:
+        raise ValueError(f"steps must have one entry per batch size, shape {batch_sizes.shape}, got {steps.shape}")
+    return np.diff(np.log(steps)) / np.diff(np.log(batch_sizes))
+
+
+def regime_slope(batch_sizes, steps, lo=None, hi=None):
+    """Least-squares slope of log S against log B over lo <= B <= hi. Introduced in chapter 2."""
+    batch_sizes = as_positive_array(batch_sizes, "batch_sizes")
+    steps = np.asarray(steps, dtype=float)
+    sel = np.isfinite(steps) & (batch_sizes >= (lo or 0)) & (batch_sizes <= (hi or np.inf))
+    if sel.sum() < 2:
+        raise ValueError(f"need at least 2 batch sizes with finite steps in [{lo}, {hi}], got {int(sel.sum())}")
+    return float(np.polyfit(np.log(batch_sizes[sel]), np.log(steps[sel]), 1)[0])
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# sharpness
+
+
+def top_hessian_eigenvalue(model, X, y, num_iters=100, tol=1e-4, seed=0, loss_fn=None):
+    """Largest-magnitude eigenvalue of the Hessian of the mean loss over (X, y). Introduced in chapter 2.
+
+    Power iteration on Hessian-vector products (double backward), from a seeded random start; stops when the
+    estimate changes by less than `tol` (relative). Trainable parameters only. Returns a float.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    check_data(X, y)
+    check_positive_int(num_iters, "num_iters")
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("model has no trainable parameters (requires_grad=True)")
+    if X.dtype != params[0].dtype:
+        raise TypeError(f"X must have the dtype of the model's parameters ({params[0].dtype}), got {X.dtype}")
+    if loss_fn is None and y.dtype != torch.long:
+        raise TypeError(f"y must hold integer class labels (torch.long), got dtype {y.dtype}")
+    with torch.enable_grad():
+        out = model(X)
+        if loss_fn is None and (y.min() < 0 or y.max() >= out.shape[-1]):
+            raise ValueError(f"labels must lie in 0..{out.shape[-1] - 1} (the model's classes), "
+                             f"got {int(y.min())}..{int(y.max())}")
+        loss = F.cross_entropy(out, y) if loss_fn is None else loss_fn(out, y)
+        grads = torch.autograd.grad(loss, params, create_graph=True)
+    gen = seeding.generator(int(seed))
+    v = [torch.randn(p.shape, generator=gen, dtype=p.dtype).to(p.device) for p in params]
+    norm = torch.sqrt(sum((u * u).sum() for u in v))
+    v = [u / norm for u in v]
+    eig = None
+    for _ in range(num_iters):
+        hv = torch.autograd.grad(grads, params, grad_outputs=v, retain_graph=True)
+        new = float(sum((a * b).sum() for a, b in zip(hv, v)))  # Rayleigh quotient v.Hv
+        norm = torch.sqrt(sum((h * h).sum() for h in hv))
+        if norm == 0:
+            return 0.0
+        v = [h / norm for h in hv]
+        if eig is not None and abs(new - eig) <= tol * abs(new):
+            return new
+        eig = new
+    return eig
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# generalization: final results at a fixed budget
+
+
+def evaluate_runs(make_model, params, X, y):
+    """Mean cross-entropy and accuracy of every run of stacked parameters on (X, y). Introduced in chapter 2.
+
+    `params` is {name: (num_runs, ...)}, e.g. a History's params or a Generalization's; the runs are evaluated
+    as one batched model. Returns two arrays (num_runs,).
+    """
+    check_data(X, y)
+    if not isinstance(params, dict) or not params:
+        raise TypeError(f"params must be a non-empty dict {{name: (num_runs, ...) tensor}}, "
+                        f"got {type(params).__name__}")
+    model = make_model()
+    names = {name for name, _ in model.named_parameters()}
+    if set(params) != names:
+        raise ValueError(f"params must hold the model's parameters {sorted(names)}, got {sorted(params)}")
+    buffers = dict(model.named_buffers())
+    logits_of = torch.func.vmap(lambda p, x: functional_call(model, (p, buffers), (x,)), in_dims=(0, None))
+    with torch.no_grad():
+        logits = logits_of(params, X)  # (num_runs, num_examples, num_classes)
+        loss = F.cross_entropy(logits.flatten(0, 1), y.repeat(len(logits)), reduction="none")
+        loss = loss.view(len(logits), -1).mean(1)
+        acc = (logits.argmax(-1) == y).double().mean(1)
+    return loss.double().numpy(), acc.numpy()
+
+
+@dataclass
+class Generalization:
+    """Final results at each batch size for its tuned learning rate. Introduced in chapter 2 (generalization).
+
+    Arrays of results are (num_batch_sizes, num_seeds); a seed of the tuned learning rate that diverged holds NaN.
+    """
+
+    batch_sizes: np.ndarray  # (num_batch_sizes,)
+    seeds: np.ndarray  # (num_seeds,)
+    num_steps: np.ndarray  # (num_batch_sizes,) steps each batch size trained
+    best_lr: np.ndarray  # (num_batch_sizes,) learning rate with the highest median validation accuracy
+    train_loss: np.ndarray  # (num_batch_sizes, num_seeds) on the whole training set, at the end
+    train_acc: np.ndarray
+    val_acc: np.ndarray
+    test_loss: np.ndarray
+    test_acc: np.ndarray
+    diverged: np.ndarray  # bool (num_batch_sizes, num_seeds)
+    tried: list  # per batch size: (lrs (num_lrs,), val_acc (num_lrs, num_seeds), diverged (num_lrs, num_seeds))
+    params: list  # per batch size: {name: (num_seeds, ...)} final parameters of the tuned runs
+    num_runs: int  # training runs in all
+    num_examples: int  # training-set size
+
+    @property
+    def gap(self):
+        """Train-test gap in accuracy, train_acc - test_acc, (num_batch_sizes, num_seeds)."""
+        return self.train_acc - self.test_acc
+
+    @property
+    def loss_gap(self):
+        """Train-test gap in loss, test_loss - train_loss, (num_batch_sizes, num_seeds)."""
+        return self.test_loss - self.train_loss
+
+    @property
+    def epochs(self):
+        """Passes over the training set each batch size made, (num_batch_sizes,)."""
+        return self.num_steps * self.batch_sizes / self.num_examples
+
+
+def generalization_sweep(make_model, data, val_data, batch_sizes, lrs, seeds=(0, 1, 2), cfg=TrainConfig(),
+                         num_epochs=None, num_steps=None, first_lrs=None, window=(0.5, 4.0), best_lrs=None):
+    """Final training and test results at each batch size, its learning rate tuned on held-out data.
+
+    Introduced in chapter 2 (generalization). Each batch size B trains for num_epochs times N // B steps (a fixed
+    budget of examples) or for num_steps steps (a fixed budget of steps), every (lr, seed) of its learning rates
+    as one batched model (`train.train_many`). `data` is (X_train, y_train, X_test, y_test); `val_data`,
+    (X_val, y_val), picks the learning rate by `tune`'s rule on the validation accuracy at the end of the budget
+    (the highest median over seeds, a diverged run the worst, ties to the larger lr). The tuned runs are then evaluated on the whole
+    training set and on the test set.
+
+    Batch sizes are taken from the smallest up. The smallest tries `first_lrs` (default: the whole `lrs` grid);
+    each larger one tries the grid points within `window` times the previous tuned learning rate, and the
+    window widens while the best lies on its edge. window=(0, inf) is the unpruned sweep. `best_lrs`, one learning
+    rate per batch size (e.g. another sweep's best_lr), trains exactly those, untuned; `lrs` may then be None.
+    """
+    X, y, X_test, y_test = data
+    num_examples = check_data(X, y)
+    check_data(X_test, y_test)
+    if not isinstance(val_data, (tuple, list)) or len(val_data) != 2:
+        raise TypeError("val_data must be a pair (X_val, y_val) of tensors")
+    check_data(*val_data)
+    given = as_positive_array(batch_sizes, "batch_sizes", integer=True)
+    order = np.argsort(given, kind="stable")
+    batch_sizes = given[order]
+    if batch_sizes[-1] > num_examples:
+        raise ValueError(f"batch_sizes must be at most the number of training examples ({num_examples}), "
+                         f"got {batch_sizes[-1]}")
+    if best_lrs is not None:
+        best_lrs = as_positive_array(best_lrs, "best_lrs")
+        if len(best_lrs) != len(batch_sizes):
+            raise ValueError(f"best_lrs must hold one learning rate per batch size ({len(batch_sizes)}), "
+                             f"got {len(best_lrs)}")
+        best_lrs = best_lrs[order]
+        lrs = np.unique(best_lrs)
+    lrs = np.sort(as_positive_array(lrs, "lrs"))
+    seeds = np.atleast_1d(np.asarray(seeds, dtype=int))
+    if (num_epochs is None) == (num_steps is None):
+        raise ValueError("give exactly one of num_epochs (a budget of examples) and num_steps (a budget of steps)")
+    if num_epochs is not None:
+        steps = check_positive_int(num_epochs, "num_epochs") * (num_examples // batch_sizes)
+    else:
+        steps = np.full(len(batch_sizes), check_positive_int(num_steps, "num_steps"))
+    lo, hi = window
+    if not 0 <= lo <= 1 <= hi:
+        raise ValueError(f"window must be (low, high) with 0 <= low <= 1 <= high, got {window!r}")
+    fit_data = (X, y, *val_data)
+    shape = (len(batch_sizes), len(seeds))
+    out = {k: np.full(shape, np.nan) for k in ("train_loss", "train_acc", "val_acc", "test_loss", "test_acc")}
+    diverged_best, best_lr = np.zeros(shape, bool), np.full(len(batch_sizes), np.nan)
+    tried, params, num_runs, prev_lr = [], [], 0, None
+    for j, (batch_size, num) in enumerate(zip(batch_sizes, steps)):
+        run_cfg = replace(cfg, batch_size=int(batch_size), num_steps=int(num), eval_every=int(num), progress=False,
+                          target=None)
+        if best_lrs is not None:
+            cand = best_lrs[j:j + 1]
+        elif prev_lr is None:
+            cand = lrs if first_lrs is None else np.sort(as_positive_array(first_lrs, "first_lrs"))
+        else:
+            cand = lrs[(lrs >= lo * prev_lr * (1 - 1e-9)) & (lrs <= hi * prev_lr * (1 + 1e-9))]
+
+        def run(new, _best, run_cfg=run_cfg):
+            nonlocal num_runs
+            hist = train_many(make_model, fit_data, new, seeds, run_cfg)
+            num_runs += len(new) * len(seeds)
+            acc = np.where(hist.diverged, np.nan, hist.test_acc[:, -1])
+            out = {}
+            for k, lr in enumerate(new):
+                rows = slice(k * len(seeds), (k + 1) * len(seeds))
+                out[lr] = tune.Trial(acc[rows], hist.diverged[rows], {n: v[rows] for n, v in hist.params.items()})
+            return out
+
+        tried_lrs, k, trials = tune.search(cand if best_lrs is not None else lrs, cand, run)
+        val = np.stack([trials[lr].scores for lr in tried_lrs])  # (num_lrs, num_seeds)
+        div = np.stack([trials[lr].failed for lr in tried_lrs])
+        if k is None and best_lrs is None:
+            raise RuntimeError(f"every learning rate diverged at batch size {batch_size}; add smaller ones to lrs")
+        if k is None:  # the given learning rate diverged on every seed: report it as diverged
+            k = 0
+        best_lr[j] = prev_lr = tried_lrs[k]
+        acc, diverged_best[j], p = trials[tried_lrs[k]].scores, trials[tried_lrs[k]].failed, \
+            trials[tried_lrs[k]].payload
+        tried.append((tried_lrs, val, div))
+        params.append(p)
+        ok = ~diverged_best[j]
+        out["val_acc"][j] = np.where(ok, acc, np.nan)
+        for name, (Xe, ye) in (("train", (X, y)), ("test", (X_test, y_test))):
+            loss, a = evaluate_runs(make_model, p, Xe, ye)
+            out[f"{name}_loss"][j], out[f"{name}_acc"][j] = np.where(ok, loss, np.nan), np.where(ok, a, np.nan)
+    return Generalization(batch_sizes, seeds, steps, best_lr, **out, diverged=diverged_best, tried=tried,
+                          params=params, num_runs=num_runs, num_examples=num_examples)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the figure
+
+
+def plot_steps(sweep, ax=None, fit=True):
+    """Steps to each target against batch size, log-log: median over seeds with the seed range, the fit, and
+    perfect scaling S proportional to 1/B through the smallest batch size. Introduced in chapter 2.
+
+    Returns the axes and the fits (one CriticalFit per target, None where fewer than 3 points are finite).
+    """
+    import matplotlib.pyplot as plt
+
+    from .plots import PALETTE
+
+    if not isinstance(sweep, Sweep):
+        raise TypeError(f"sweep must be a scaling.Sweep (from sweep_steps), got {type(sweep).__name__}")
+    ax = plt.subplots()[1] if ax is None else ax
+    B, fits = sweep.batch_sizes.astype(float), []
+    curve = np.geomspace(B.min(), B.max(), 200)
+    name = "loss" if sweep.metric == "test_loss" else "accuracy"
+    for t, (target, color) in enumerate(zip(sweep.targets, PALETTE)):
+        med, steps = sweep.median[t], sweep.steps[t]  # (num_B,), (num_B, num_seeds)
+        ok = np.isfinite(med)
+        lo = np.where(np.isfinite(steps), steps, np.nan)
+        ax.errorbar(B[ok], med[ok], yerr=[med[ok] - np.nanmin(lo[ok], 1), np.nanmax(lo[ok], 1) - med[ok]],
+                    fmt="o", ms=4, color=color, capsize=2, label=f"{name} {target:g}")
+        f = fit_critical_batch(B, med) if fit and ok.sum() >= 3 else None
+        fits.append(f)
+        if f is not None:
+            ax.plot(curve, f.steps(curve), color=color, lw=1.2)
+        first = int(np.argmax(ok))
+        ax.plot(curve, med[first] * B[first] / curve, ":", color=color, lw=1)
+    finite = sweep.steps[np.isfinite(sweep.steps)]
+    ax.set(xscale="log", yscale="log", xlabel="batch size B (examples)", ylabel="steps to target S(B)",
+           ylim=(finite.min() / 2, finite.max() * 2))  # the perfect-scaling lines would run far below the data
+    return ax, fits
+
+
+def plot_generalization(gen, ax=None, label=None, color=None, marker="o", train=True):
+    """Final test (solid) and training (dashed) accuracy against batch size: seed median, bars spanning the seeds.
+
+    Introduced in chapter 2 (generalization). Each batch size is at its own learning rate. Call it again on the
+    same axes to overlay another sweep (e.g. one trained longer). Seeds that diverged are left out and counted in
+    the legend. Returns the axes.
+    """
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter
+
+    from .plots import PALETTE
+
+    if not isinstance(gen, Generalization):
+        raise TypeError(f"gen must be a scaling.Generalization (from generalization_sweep), "
+                        f"got {type(gen).__name__}")
+    ax = plt.subplots()[1] if ax is None else ax
+    color = PALETTE[0] if color is None else color
+    label = "" if label is None else f"{label}: "
+    num_diverged = int(gen.diverged.sum())
+    note = f" ({num_diverged} diverged runs left out)" if num_diverged else ""
+    B = gen.batch_sizes.astype(float)
+    for values, style, fill, name in ((gen.test_acc, "-", color, "test"), (gen.train_acc, "--", "white", "train")):
+        if name == "train" and not train:
+            continue
+        ok = np.isfinite(values).any(1)
+        if not ok.any():
+            continue
+        v = values[ok]
+        med, lo, hi = np.nanmedian(v, 1), np.nanmin(v, 1), np.nanmax(v, 1)
+        ax.errorbar(B[ok], med, yerr=[med - lo, hi - med], fmt=marker + style, ms=5, color=color, mfc=fill,
+                    capsize=2, label=f"{label}{name} accuracy{note}")
+    ax.set_xscale("log", base=2)
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
+    ax.set(xlabel="batch size B (examples)", ylabel="final accuracy")
+    return ax
