@@ -1,4 +1,4 @@
-"""Chapter 4's hardware measurements on whatever device is present, written to results/<device-slug>.json.
+"""Chapter 4's hardware measurements on whatever device is present, written to lib/batchsize/results/<device-slug>.json.
 
 Run `python benchmarks/hardware.py` on a machine with the GPU to record (or the CPU, if none). It measures, with
 the lib's functions and the book's timing helper (`hardware.time_fn`):
@@ -9,7 +9,7 @@ the lib's functions and the book's timing helper (`hardware.time_fn`):
   6. mixed precision: training throughput, and on CUDA the allocator's peak memory, in float32 and bfloat16;
   7. inference latency and throughput against the batch size.
 Every file carries its provenance (device, memory, driver/CUDA, torch, dtype, date). The chapter loads every file
-in results/ and shows it beside its live measurement, labelled as recorded. `--quick` runs a tiny version (for
+in the package's results folder and shows it beside its live measurement, labelled as recorded. `--quick` runs a tiny version (for
 tests); `--out DIR` writes elsewhere.
 """
 import argparse
@@ -197,7 +197,7 @@ def finder_row(device, quick):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default=str(REPO / "results"), help="folder for <device-slug>.json")
+    parser.add_argument("--out", default=str(hw.results_dir()), help="folder for <device-slug>.json (the package's results/)")
     parser.add_argument("--quick", action="store_true", help="a tiny run, for tests")
     args = parser.parse_args(argv)
     device = hw.default_device()

@@ -2,7 +2,7 @@
 
 One flat package of small modules, each named after what it holds:
 data (MNIST-1D, synthetic regression), models (MLP, 1-D CNN), sim (noisy-quadratic SGD simulator and model),
-grads (per-example gradient statistics), seeding (the book-wide replicate, BATCHSIZE_SEED), train (fast seeded SGD
+grads (per-example gradient statistics), prose (the numbers a chapter's text quotes), seeding (the book-wide replicate, BATCHSIZE_SEED), train (fast seeded SGD
 and Adam, many runs at once, schedules), tune (the rule for the best learning rate on a grid, the seed bootstrap),
 scaling (steps to a target against the batch size, the critical batch size, sharpness), hardware (devices,
 timing, throughput, FLOPs and provenance), memory (bytes against the batch size, the largest batch that fits),
@@ -11,9 +11,9 @@ claims (the web texts' claims and the book's verdicts), advise (a measured batch
 reader's own model); coursework (the graded labs, built with otter-grader) and robustness (the notebooks run in a
 matrix of simulated CPUs, seeds, threads and load) are imported on their own.
 """
-from . import (advise, claims, data, grads, hardware, memory, models, parallel, plots, scaling, seeding, sim, train, tune,
-               widgets)
+from . import (advise, claims, data, grads, hardware, memory, models, parallel, plots, prose, scaling, seeding, sim, train,
+               tune, widgets)
 
-__all__ = ["advise", "claims", "data", "grads", "hardware", "memory", "models", "parallel", "plots", "scaling",
+__all__ = ["advise", "claims", "data", "grads", "hardware", "memory", "models", "parallel", "plots", "prose", "scaling",
            "seeding", "sim", "train", "tune", "widgets"]
 __version__ = "0.1.0"
