@@ -121,10 +121,9 @@ def opened(request, server, browser):
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=SCREENSHOTS / f"{request.param}-{CHAPTER.stem}.png", full_page=True)
     for name, text in [("numbers", "final parameter is spread"), ("caption", "Figure.")]:  # what a reader sees
-        target = page.get_by_text(text).first
-        if target.count():
-            target.scroll_into_view_if_needed()
-            page.screenshot(path=SCREENSHOTS / f"{request.param}-{CHAPTER.stem}-{name}.png")
+        target = page.locator(".jp-MarkdownCell", has_text=text).first
+        target.scroll_into_view_if_needed(timeout=10_000)
+        page.screenshot(path=SCREENSHOTS / f"{request.param}-{CHAPTER.stem}-{name}.png")
     yield request.param, page, errors
     page.close()
 

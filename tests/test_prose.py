@@ -7,12 +7,14 @@ import pytest
 from batchsize import prose
 
 
-def test_quote_keeps_the_value_by_name_and_returns_it():
+def test_quote_keeps_the_value_by_name_and_shows_nothing():
     quote = prose.Quoted()
-    assert quote("ratio", np.float64(11.25)) == 11.25
+    assert quote("ratio", np.float64(11.25)) is None  # a cell ending in a quote has no output
     assert quote.ratio == 11.25 and type(quote.ratio) is float
-    assert type(quote("count", np.int64(7))) is int
-    assert quote("verdict", "holds") == "holds"
+    quote("count", np.int64(7))
+    assert type(quote.count) is int
+    quote("verdict", "holds")
+    assert quote.verdict == "holds"
     assert f"{quote.ratio:.1f}" == "11.2"
 
 

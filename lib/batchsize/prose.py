@@ -19,7 +19,10 @@ class Quoted(SimpleNamespace):
     """Values by name (`quote.name`) that a chapter's prose shows; call it to quote one: `quote(name, value)`."""
 
     def __call__(self, name, value):
-        """Keep `value` as `self.<name>` (and glue it in a book build); return it. Refuses NaN, infinity, None."""
+        """Keep `value` as `self.<name>` (and glue it in a book build). Refuses NaN, infinity, None.
+
+        Returns nothing, so that a cell ending in a quote shows no output.
+        """
         if not isinstance(name, str) or not name.isidentifier():
             raise ValueError(f"a quoted value needs a Python identifier as its name, got {name!r}")
         if value is None or isinstance(value, bool):
@@ -35,4 +38,3 @@ class Quoted(SimpleNamespace):
             from myst_nb import glue  # only inside the book's build, where myst-nb runs the kernel
 
             glue(name, value, display=False)
-        return value
