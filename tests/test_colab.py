@@ -6,8 +6,10 @@ it names the repository of _config.yml, that the command it runs really installs
 `batchsize`, using this checkout in place of GitHub, and that what it installs is all that the chapters
 need: every chapter runs top to bottom in a fresh virtual environment holding only that and a kernel
 (`test_chapter_runs_in_a_fresh_environment_from_a_copy`, one test per chapter, in the order of _toc.yml; select
-them with `-k fresh_environment`). With an empty cache, as a reader starts, they took 13.5 minutes on 2 cores
-shared with a book build (6 minutes of CPU; 02b_generalization alone 7 minutes), the venv's install 47 s of it.
+them with `-k fresh_environment`). The kernels share this environment's library cache (generated MNIST-1D and the
+memoised sweeps, `batchsize.data.cache_dir()`): what the test proves is that the installs, imports and files a
+chapter needs are there, and a cache changes none of them, only the time (the book's build, which CI runs first,
+starts from an empty one). With an empty cache of their own the chapters took 13.5 minutes on 2 busy cores.
 """
 import importlib.util
 import json
@@ -24,6 +26,8 @@ from unittest import mock
 import nbformat
 import pytest
 import yaml
+
+from batchsize.data import cache_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 REPOSITORY_URL = yaml.safe_load((ROOT / "_config.yml").read_text())["repository"]["url"]
@@ -235,7 +239,7 @@ def test_chapters_import_only_what_batchsize_and_a_kernel_bring():
 
 def fresh_environment(venv, cache):
     """A reader's environment for the fresh venv: its bin/ first on PATH, none of this process's Python paths,
-    none of the book build's, nbval's or the test workers' settings, and an empty cache of the library."""
+    none of the book build's, nbval's or the test workers' settings, and the library cache `cache`."""
     drop = ("PYTHON", "VIRTUAL_ENV", "CONDA", "BATCHSIZE_", "JUPYTER", "IPYTHON", "MPL", "OMP_", "MKL_",
             "ATEN_", "ONEDNN_", "PYTEST", "PIP_REQUIRE_VIRTUALENV")
     env = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
@@ -268,7 +272,7 @@ def fresh_venv(tmp_path_factory):
     venv = tmp / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300, capture_output=True)
     python = venv / "bin" / "python"
-    env = fresh_environment(venv, tmp / "cache")
+    env = fresh_environment(venv, cache_dir())  # this environment's cache (see the module docstring)
     constraints = ["-c", str(lock_constraints(tmp / "constraints.txt"))]
 
     def pip(argv):
