@@ -19,7 +19,7 @@ import os
 import re
 from pathlib import Path
 
-from .prose import BUILD_ENV
+from .prose import in_book_build
 
 CLAIM_IDS = tuple([f"L{i}" for i in range(1, 6)] + [f"F{i}" for i in range(1, 19)]
                   + [f"A{i}" for i in range(1, 12)])
@@ -252,7 +252,7 @@ def claims_table(claims, chapters_dir=None, anchor="what-the-claims-say", in_boo
                              f"{', '.join(titles)}")
         return titles[name]
 
-    in_book = bool(os.environ.get(BUILD_ENV)) if in_book is None else in_book
+    in_book = in_book_build() if in_book is None else in_book
     lines = ["| claim | what the text says | verdict | key measured number | tested in |", "|---|---|---|---|---|"]
     for claim in sorted(claims, key=lambda c: CLAIM_IDS.index(c["id"])):
         why = claim["why"] + (f" *To settle it:* {claim['settle']}" if claim.get("settle") else "")

@@ -15,6 +15,11 @@ from types import SimpleNamespace
 BUILD_ENV = "BATCHSIZE_BOOK_BUILD"
 
 
+def in_book_build():
+    """Whether this kernel runs inside the book's build (which sets BUILD_ENV for the kernels it starts)."""
+    return bool(os.environ.get(BUILD_ENV))
+
+
 class Quoted(SimpleNamespace):
     """Values by name (`quote.name`) that a chapter's prose shows; call it to quote one: `quote(name, value)`."""
 
@@ -34,7 +39,7 @@ class Quoted(SimpleNamespace):
         elif not isinstance(value, str):
             raise TypeError(f"{name}: quote a number or a string, not {type(value).__name__}")
         setattr(self, name, value)
-        if os.environ.get(BUILD_ENV):
+        if in_book_build():
             from myst_nb import glue  # only inside the book's build, where myst-nb runs the kernel
 
             glue(name, value, display=False)
