@@ -239,7 +239,8 @@ def test_chapters_import_only_what_batchsize_and_a_kernel_bring():
 
 def fresh_environment(venv, cache):
     """A reader's environment for the fresh venv: its bin/ first on PATH, none of this process's Python paths,
-    none of the book build's, nbval's or the test workers' settings, and the library cache `cache`."""
+    none of the book build's, nbval's or the test workers' settings but their one thread, and the library cache
+    `cache`."""
     drop = ("PYTHON", "VIRTUAL_ENV", "CONDA", "BATCHSIZE_", "JUPYTER", "IPYTHON", "MPL", "OMP_", "MKL_",
             "ATEN_", "ONEDNN_", "PYTEST", "PIP_REQUIRE_VIRTUALENV")
     env = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
@@ -247,6 +248,10 @@ def fresh_environment(venv, cache):
     path = [p for p in env.get("PATH", "").split(os.pathsep) if p and not Path(p).resolve().is_relative_to(ours)]
     env.update(VIRTUAL_ENV=str(venv), PATH=os.pathsep.join([str(venv / "bin"), *path]), PYTHONNOUSERSITE="1",
                BATCHSIZE_CACHE=str(cache))
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        # The other test worker runs a kernel on the other core: one thread, as every kernel of the test session
+        # has (conftest.py). A second thread on a busy core stalls OpenMP's barriers, and the chapter with them.
+        env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     return env
 
 
