@@ -21,6 +21,8 @@ from pathlib import Path
 import pytest
 from filelock import FileLock
 
+from batchsize._kernel_polls import poll_in_slices
+
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # The xdist workers share the machine's cores; one thread each (and in every kernel or build they start)
     # avoids the oversubscription that made a 1 s training run take 30 s.
@@ -29,6 +31,10 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     import torch
 
     torch.set_num_threads(1)
+
+# Every asyncio Jupyter client of the session (test_colab's, test_workdir's, the harness's) polls in slices of a
+# second, so a lost ZMQ wake-up costs a second, not a cell's whole timeout (batchsize._kernel_polls).
+poll_in_slices()
 
 NBVAL_VARIANT = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2",
                  "BATCHSIZE_SEED": "1"}

@@ -164,7 +164,7 @@ def test_the_toc_lists_every_chapter_notebook():
 # batchsize (pyproject.toml's dependencies and theirs).
 FRONT_END = ["ipykernel"]
 # Library modules that the chapters never import, with dependencies of their own ("imported on their own").
-OWN_DEPENDENCIES = {"coursework", "robustness"}
+OWN_DEPENDENCIES = {"coursework", "robustness", "_kernel_polls"}
 # Imported only where they are there: myst_nb by prose.Quoted inside the book's build (prose.BUILD_ENV) alone.
 ONLY_WHERE_PRESENT = {"myst_nb"}
 

@@ -6,10 +6,11 @@ grads (per-example gradient statistics), prose (the numbers a chapter's text quo
 and Adam, many runs at once, schedules), tune (the rule for the best learning rate on a grid, the seed bootstrap),
 scaling (steps to a target against the batch size, the critical batch size, sharpness), hardware (devices,
 timing, throughput, FLOPs and provenance), memory (bytes against the batch size, the largest batch that fits),
-parallel (gradient accumulation and data-parallel training), plots (book style), widgets (interactive figures),
+parallel (gradient accumulation), plots (book style), widgets (interactive figures),
 claims (the web texts' claims and the book's verdicts), advise (a measured batch-size recommendation for a
-reader's own model); coursework (the graded labs, built with otter-grader) and robustness (the notebooks run in a
-matrix of simulated CPUs, seeds, threads and load) are imported on their own.
+reader's own model); ddp (DistributedDataParallel against one process, the check that torchrun runs), coursework
+(the graded labs, built with otter-grader) and robustness (the notebooks run in a matrix of simulated CPUs, seeds,
+threads and load) are imported on their own.
 """
 from . import (advise, claims, data, grads, hardware, memory, models, parallel, plots, prose, scaling, seeding, sim, train,
                tune, widgets)

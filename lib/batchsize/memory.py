@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._checks import check_batch_size, check_data, check_positive_int
+from .parallel import accumulate_gradients
 
 OPTIMIZERS = ("sgd", "momentum", "adam")
 _STATES_PER_PARAM = {"sgd": 0, "momentum": 1, "adam": 2}  # buffers of the parameter's size kept by the optimizer
@@ -100,8 +101,6 @@ def training_step(model, X, y, optimizer=None, loss_fn=None, num_micro_batches=1
     With num_micro_batches > 1 the gradient is accumulated over that many slices of the batch
     (parallel.accumulate_gradients) before the one optimizer step. Returns the mean loss.
     """
-    from .parallel import accumulate_gradients
-
     try:
         loss = accumulate_gradients(model, X, y, num_micro_batches, loss_fn, before_micro_batch)
         if optimizer is not None:

@@ -228,6 +228,10 @@ def execute_notebook(path, timeout=1800, env=None, kernel_lock=None):
     import nbformat
     from filelock import FileLock
     from nbclient import NotebookClient
+
+    from ._kernel_polls import poll_in_slices
+
+    poll_in_slices()  # a lost ZMQ wake-up costs a second, not the notebook's timeout
     path = Path(path).resolve()
     nb = nbformat.read(path, as_version=4)
     cells = assertion_cells(nb)
