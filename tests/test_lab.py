@@ -150,7 +150,7 @@ def test_exercises_render_and_solutions_are_collapsed(opened):
     assert "Exercise" in text and ":label:" not in text, f"{ui}: exercises are not rendered"
     # a solution with code: its section starts folded ("###### Solution", the book's gated solution inside it)
     assert page.get_by_text(re.compile(r"\d+ cells? hidden")).count() >= 3, f"{ui}: no folded solution"
-    for solution_text in ["With batch 64 the parameters take noisier steps",
+    for solution_text in ["The parameters take noisier steps and keep",
                           "CNN at init: B_simple exact"]:
         locator = page.get_by_text(solution_text)
         assert locator.count() > 0, f"{ui}: {solution_text!r} is not in the page at all"
