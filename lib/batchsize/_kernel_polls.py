@@ -5,8 +5,9 @@ sits in the client's socket while its poll waits out the whole timeout, and only
 finds it. Seen in CI: a cell of chapter 1 whose reply had arrived was read after nbclient's 600 s timeout, and the
 chapter passed, 10 minutes late. `poll_in_slices` makes every `get_msg` of jupyter_client's asyncio channels poll
 in slices of `SLICE_S` seconds, each ending with that check, so a lost wake-up costs a second; timeouts and
-results are unchanged. The book's build (_ext/kernel_polls.py), the test session (conftest.py) and the
-robustness harness call it; it needs jupyter_client, which the library itself does not.
+results are unchanged. Every process that runs notebooks calls it: the book's build (_ext/kernel_polls.py), the
+test session (conftest.py), the robustness harness and coursework's otter child; it needs jupyter_client, which the
+library itself does not.
 """
 import time
 from queue import Empty

@@ -24,6 +24,7 @@ from ._checks import check_positive_int
 from .memory import find_batch_size
 from .parallel import flat_grad
 
+
 def _ddp_model(seed=0):
     seeding.manual_seed(seed)
     return nn.Sequential(nn.Linear(40, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10))
