@@ -1,13 +1,11 @@
 """Speed of the book's vectorised code against the straightforward versions it replaces.
 
 Run `python benchmarks/run.py`. Each comparison runs side by side in this one process, with a warm-up and the median
-of several repeats (time.perf_counter), torch's default thread count, and prints one line:
+of several repeats (`hardware.time_fn`, the book's one timer), torch's default thread count, and prints one line:
 `<what>: <ratio>x <faster than / the cost of> <baseline> [<times>]  target ...: PASS/MISS`.
 Nothing here asserts on timing; the targets are what the book's prose relies on.
 """
 import os
-import statistics
-import time
 
 import numpy as np
 import torch
@@ -16,29 +14,19 @@ from torch.func import functional_call, grad, vmap
 
 from batchsize import grads, scaling
 from batchsize.data import load_mnist1d
-from batchsize.hardware import cpu_model, num_threads
+from batchsize.hardware import cpu_model, num_threads, time_fn
 from batchsize.models import MLP
 from batchsize.sim import NQM, nqm_steps_to_target, simulate_nqm, simulate_sgd
 from batchsize.train import TrainConfig, train
 
 
 def median_times(*fns, repeats, warmup=1):
-    """Median wall time in seconds of each fn() over repeats, after warmup calls; one function after the other.
+    """Median seconds of each fn() over repeats after warmup calls (`hardware.time_fn`), one fn after the other.
 
     Not interleaved: the per-example tensors of vmap(grad) would evict the small method's data from cache and
     charge it for page faults (measured: hooks 2.7 ms interleaved with vmap, 1.7 ms on their own).
     """
-    medians = []
-    for fn in fns:
-        for _ in range(warmup):
-            fn()
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - start)
-        medians.append(statistics.median(times))
-    return medians
+    return [time_fn(fn, repeats=repeats, warmup=warmup).median for fn in fns]
 
 
 def fmt(seconds):
@@ -235,10 +223,10 @@ def _bench_sweep(batch_sizes, seeds, targets, max_steps):
 
 
 def timed(fn):
-    """(seconds, result) of one call: the sweep runs are long enough that one repeat suffices."""
-    start = time.perf_counter()
-    result = fn()
-    return time.perf_counter() - start, result
+    """(seconds, result) of one call (`hardware.time_fn`, one repeat): the sweeps are long enough for one."""
+    result = []
+    seconds = time_fn(lambda: result.append(fn()), repeats=1, warmup=0).median
+    return seconds, result[0]
 
 
 if __name__ == "__main__":

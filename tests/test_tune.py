@@ -101,3 +101,19 @@ def test_bootstrap_resamples_seeds_per_row_as_numpy_does():
 def test_bad_input_is_refused_clearly(call, error, match):
     with pytest.raises(error, match=match):
         call()
+
+
+def test_standard_error_leaves_out_diverged_seeds_and_matches_the_textbook_formula():
+    rng = np.random.default_rng(0)
+    values = rng.normal(size=(3, 5))
+    expected = values.std(-1, ddof=1) / np.sqrt(5)
+    np.testing.assert_allclose(tune.standard_error(values), expected, rtol=1e-12)
+    values[1, 0] = np.nan  # a diverged seed
+    np.testing.assert_allclose(tune.standard_error(values)[1], values[1, 1:].std(ddof=1) / 2, rtol=1e-12)
+    assert np.isnan(tune.standard_error([1.0, np.nan]))  # one seed: no standard error, flagged as NaN
+
+
+def test_difference_se_adds_the_variances_of_two_means():
+    a, b = np.array([1.0, 2.0, 3.0]), np.array([0.0, 4.0])
+    se_a, se_b = a.std(ddof=1) / np.sqrt(3), b.std(ddof=1) / np.sqrt(2)
+    assert tune.difference_se(a, b) == pytest.approx(np.sqrt(se_a**2 + se_b**2), rel=1e-12)

@@ -13,6 +13,7 @@ The rule (stated here once; `train.sweep`, `scaling.sweep_steps` and `scaling.ge
 
 Introduced in chapter 2 (batch-size trade-offs); chapter 3 tunes with it too.
 """
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -58,8 +59,8 @@ def best_index(scores, failed=None, higher_is_better=True):
 def near_best(scores, failed=None, higher_is_better=True, z=2.0):
     """Mask (num_lrs,) of the grid points within z standard errors of the best (the best included).
 
-    The standard error of the difference of two points is sqrt(se_i**2 + se_best**2), each se the standard
-    deviation of the point's seeds over sqrt(num_seeds); a point with a failed median is never near the best.
+    The standard error of the difference of two points is sqrt(se_i**2 + se_best**2) (`difference_se`), each se
+    the standard error of the point's seeds (`standard_error`); a point with a failed median is never near the best.
     """
     if isinstance(z, bool) or not isinstance(z, (int, float)) or not z >= 0:
         raise ValueError(f"z must be a number >= 0, got {z!r}")
@@ -69,16 +70,28 @@ def near_best(scores, failed=None, higher_is_better=True, z=2.0):
     if best is None:
         return mask
     med = np.median(values, axis=1)
-
-    def se(row):
-        ok = row[np.isfinite(row)]
-        return ok.std(ddof=1) / np.sqrt(len(ok)) if len(ok) > 1 else 0.0
-
-    ses = np.array([se(r) for r in values])
+    ses = np.nan_to_num(standard_error(np.where(np.isfinite(values), values, np.nan)))  # one seed: 0
     with np.errstate(invalid="ignore"):
-        mask = np.isfinite(med) & (med[best] - med <= z * np.sqrt(ses ** 2 + ses[best] ** 2))
+        mask = np.isfinite(med) & (med[best] - med <= z * np.hypot(ses, ses[best]))
     mask[best] = True
     return mask
+
+
+def standard_error(values, axis=-1):
+    """Standard error of the mean over seeds along `axis`, NaN (diverged) seeds left out; NaN under two seeds.
+
+    Introduced in chapter 2 (batch-size trade-offs): the book's one standard error of a seed mean.
+    """
+    values = np.asarray(values, dtype=float)
+    count = np.isfinite(values).sum(axis)
+    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # fewer than two seeds: NaN, said in the docstring
+        return np.nanstd(values, axis, ddof=1) / np.sqrt(count)
+
+
+def difference_se(a, b, axis=-1):
+    """Standard error of the difference of two independent seed means, sqrt(se(a)**2 + se(b)**2). Chapter 2."""
+    return np.hypot(standard_error(a, axis), standard_error(b, axis))
 
 
 def widen(grid, tried, best):
