@@ -10,10 +10,11 @@ from torch import nn
 from batchsize import tune
 from batchsize.data import load_mnist1d
 from batchsize.models import MLP
-from batchsize.scaling import (Generalization, Sweep, bootstrap_critical_batch, evaluate_runs, fit_critical_batch,
-                               generalization_sweep, local_slopes, median_steps, plot_generalization, plot_steps,
-                               regime_slope, run_model, steps_to_target, sweep_steps, top_hessian_eigenvalue)
-from batchsize.train import TrainConfig, train, train_many
+from batchsize.scaling import (Generalization, HoldoutTuning, Sweep, bootstrap_critical_batch, evaluate_runs,
+                               fit_critical_batch, generalization_sweep, local_slopes, median_steps, plot_generalization,
+                               plot_steps, regime_slope, run_model, steps_to_target, sweep_steps, top_hessian_eigenvalue,
+                               tune_on_holdout)
+from batchsize.train import TrainConfig, train, train_many, warmup
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -338,3 +339,74 @@ def test_plot_generalization_draws_test_and_train_and_counts_diverged(pruned):
     assert ax.get_legend_handles_labels()[1] == ["test accuracy (1 diverged runs left out)"]
     with pytest.raises(TypeError, match="scaling.Generalization"):
         plot_generalization(pruned.test_acc)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# holdout tuning at one batch size (chapter 3)
+
+
+@pytest.fixture(scope="module")
+def holdout_kw(split_data):
+    data, val = split_data
+    return dict(make_model=MLP, data=data, val_data=val, batch_size=64, grid=0.2 * 2.0 ** (np.arange(9) / 2),
+                seeds=[0, 1, 2], cfg=TrainConfig(), num_steps=60)
+
+
+@pytest.fixture(scope="module")
+def holdout(holdout_kw):
+    grid = holdout_kw["grid"]
+    return tune_on_holdout(**holdout_kw, first=grid[:2], extra_lrs=[grid[3], 1e3], extra_schedules=[warmup(10), None])
+
+
+def test_holdout_tuning_widens_to_the_best_of_the_whole_grid(holdout_kw, holdout):
+    full = tune_on_holdout(**holdout_kw, first=holdout_kw["grid"])
+    assert isinstance(holdout, HoldoutTuning) and len(holdout.lrs) < len(full.lrs)  # it stopped short of the grid
+    assert holdout.lrs[holdout.best] == full.lrs[full.best]
+    assert holdout.best == tune.best_index(holdout.val_acc, holdout.diverged) and holdout.best < len(holdout.lrs) - 1
+    np.testing.assert_array_equal(holdout.lrs, full.lrs[:len(holdout.lrs)])
+    np.testing.assert_allclose(holdout.val_acc, full.val_acc[:len(holdout.lrs)], rtol=1e-6)
+    np.testing.assert_allclose(holdout.test_acc, full.test_acc[:len(holdout.lrs)], rtol=1e-6)
+    np.testing.assert_array_equal(holdout.near_best(), tune.near_best(holdout.val_acc, holdout.diverged))
+    assert holdout.num_runs == (len(holdout.lrs) + 2) * 3 and full.num_runs == len(full.lrs) * 3
+    assert holdout.num_steps == 60
+
+
+def test_holdout_runs_match_runs_trained_alone(holdout_kw, holdout):
+    (X, y, X_test, y_test), (X_val, y_val) = holdout_kw["data"], holdout_kw["val_data"]
+    cfg = replace(holdout_kw["cfg"], batch_size=64, num_steps=60, eval_every=60, progress=False)
+    lrs = [float(holdout.lrs[1]), float(holdout.extra_lrs[0])]
+    hist = train_many(MLP, (X, y, X_val, y_val), lrs, [0, 1, 2], cfg, lr_schedules=[None, warmup(10)])
+    _, test = evaluate_runs(MLP, hist.params, X_test, y_test)
+    np.testing.assert_allclose(holdout.val_acc[1], hist.test_acc[:3, -1], rtol=1e-6)
+    np.testing.assert_allclose(holdout.test_acc[1], test[:3], rtol=1e-6)
+    np.testing.assert_allclose(holdout.extra_val_acc[0], hist.test_acc[3:, -1], rtol=1e-6)
+    np.testing.assert_allclose(holdout.extra_test_acc[0], test[3:], rtol=1e-6)
+    assert holdout.index(lrs[0]) == 1
+
+
+def test_holdout_reports_a_diverged_extra_run_as_nan(holdout):
+    assert holdout.extra_diverged[1].all() and np.isnan(holdout.extra_test_acc[1]).all()
+    assert np.isnan(holdout.extra_val_acc[1]).all() and not holdout.extra_diverged[0].any()
+    np.testing.assert_array_equal(holdout.extra_lrs, [holdout.extra_lrs[0], 1e3])
+
+
+@pytest.mark.parametrize("change, error, match", [
+    ({"first": [0.06]}, ValueError, "first must hold points of grid"),
+    ({"num_epochs": 2}, ValueError, "exactly one of num_epochs"),
+    ({"num_steps": None}, ValueError, "exactly one of num_epochs"),
+    ({"val_data": (torch.zeros(3, 40),)}, TypeError, "val_data must be a pair"),
+    ({"batch_size": 2000}, ValueError, "at most the number of training examples"),
+    ({"batch_size": 0}, ValueError, "batch_size must be an integer >= 1"),
+    ({"extra_lrs": [0.1], "extra_schedules": [None, None]}, ValueError, "one callable"),
+    ({"extra_lrs": [-0.1]}, ValueError, "extra_lrs must all be finite"),
+    ({"grid": [0.1, np.inf]}, ValueError, "grid must all be finite"),
+])
+def test_holdout_tuning_bad_inputs_raise(holdout_kw, change, error, match):
+    kw = {**holdout_kw, "first": holdout_kw["grid"][:1], **change}
+    with pytest.raises(error, match=match):
+        tune_on_holdout(**kw)
+
+
+def test_holdout_index_refuses_an_untrained_lr(holdout):
+    with pytest.raises(ValueError, match="was not trained"):
+        holdout.index(0.123)

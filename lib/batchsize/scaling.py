@@ -6,7 +6,8 @@ run reaches each target. The fit is McCandlish et al.'s (2018) S(B) = S_min (1 +
 E(B) = B S(B) = E_min (1 + B / B_crit) with E_min = S_min B_crit. Sharpness is the top eigenvalue of the
 training-loss Hessian, found by power iteration on Hessian-vector products. The generalization sweep (chapter 2's
 section on generalization) trains each batch size for a fixed budget, tunes its learning rate on held-out data and
-reports the final loss and accuracy of the tuned runs on the training and the test set.
+reports the final loss and accuracy of the tuned runs on the training and the test set. The holdout tuning
+(chapter 3) does the same at one batch size and keeps the test accuracy of every run, for rules applied beside it.
 """
 import functools
 from dataclasses import dataclass, replace
@@ -497,6 +498,111 @@ def generalization_sweep(make_model, data, val_data, batch_sizes, lrs, seeds=(0,
             out[f"{name}_loss"][j], out[f"{name}_acc"][j] = np.where(ok, loss, np.nan), np.where(ok, a, np.nan)
     return Generalization(batch_sizes, seeds, steps, best_lr, **out, diverged=diverged_best, tried=tried,
                           params=params, num_runs=num_runs, num_examples=num_examples)
+
+
+@dataclass
+class HoldoutTuning:
+    """A grid of learning rates at one batch size, tuned on held-out data, with every run's test accuracy.
+
+    Introduced in chapter 3 (learning-rate scaling). Arrays of results are (num_lrs, num_seeds) for the grid's
+    constant learning rates and (num_extra, num_seeds) for the extra runs, each with its own schedule, trained beside
+    them; a run that diverged holds NaN.
+    """
+
+    batch_size: int
+    seeds: np.ndarray  # (num_seeds,)
+    num_steps: int  # steps every run trained
+    lrs: np.ndarray  # (num_lrs,) the grid's learning rates trained, increasing
+    val_acc: np.ndarray  # (num_lrs, num_seeds) at the end of the budget
+    test_acc: np.ndarray
+    diverged: np.ndarray  # bool (num_lrs, num_seeds)
+    extra_lrs: np.ndarray  # (num_extra,) peak learning rates of the extra runs, in the order given
+    extra_val_acc: np.ndarray  # (num_extra, num_seeds)
+    extra_test_acc: np.ndarray
+    extra_diverged: np.ndarray
+    num_runs: int  # training runs in all
+
+    @property
+    def best(self):
+        """Index of the tuned learning rate: `tune`'s rule on the validation accuracy; None if every lr failed."""
+        return tune.best_index(self.val_acc, self.diverged)
+
+    def near_best(self, z=2.0):
+        """Mask (num_lrs,) of the learning rates within z standard errors of the tuned one on the validation
+        accuracy (`tune.near_best`)."""
+        return tune.near_best(self.val_acc, self.diverged, z=z)
+
+    def index(self, lr):
+        """Index of the grid learning rate `lr` among those trained (a relative tolerance of 1e-6)."""
+        lr = check_positive_float(lr, "lr")
+        hit = np.flatnonzero(np.abs(self.lrs / lr - 1) <= 1e-6)
+        if len(hit) != 1:
+            raise ValueError(f"lr {lr:g} was not trained at batch size {self.batch_size}; trained: "
+                             f"{[float(f'{v:.4g}') for v in self.lrs]}")
+        return int(hit[0])
+
+
+def tune_on_holdout(make_model, data, val_data, batch_size, grid, first, seeds=(0, 1, 2), cfg=TrainConfig(),
+                    num_epochs=None, num_steps=None, extra_lrs=(), extra_schedules=None):
+    """Tune the learning rate at one batch size on held-out data and test every run: a HoldoutTuning.
+
+    Introduced in chapter 3 (learning-rate scaling). `data` is (X_train, y_train, X_test, y_test) and `val_data`
+    (X_val, y_val). The learning rates `first`, points of `grid`, train for num_epochs times N // batch_size steps
+    or for num_steps steps; while the best (`tune`'s rule on the validation accuracy at the end: the best median
+    over seeds, a diverged seed the worst, ties to the larger lr) sits on an edge of those trained, the next grid
+    point beyond it trains too (`tune.search`). `extra_lrs`, with one schedule (or None) each in
+    `extra_schedules`, train untuned in the first call beside `first`. Every call trains all its (lr, seed) runs
+    as one batched model (`train.train_many`); every run is then evaluated on the test set.
+    """
+    X, y, X_test, y_test = data
+    num_examples = check_data(X, y)
+    check_data(X_test, y_test)
+    if not isinstance(val_data, (tuple, list)) or len(val_data) != 2:
+        raise TypeError("val_data must be a pair (X_val, y_val) of tensors")
+    check_data(*val_data)
+    batch_size = check_positive_int(batch_size, "batch_size")
+    if batch_size > num_examples:
+        raise ValueError(f"batch_size must be at most the number of training examples ({num_examples}), "
+                         f"got {batch_size}")
+    grid = np.sort(as_positive_array(grid, "grid"))
+    first = np.sort(as_positive_array(first, "first"))
+    off = [float(lr) for lr in first if not np.any(np.abs(grid / lr - 1) <= 1e-9)]
+    if off:
+        raise ValueError(f"first must hold points of grid, got {off} that are not")
+    extra_lrs = np.asarray(extra_lrs, dtype=float).reshape(-1)
+    if len(extra_lrs):
+        extra_lrs = as_positive_array(extra_lrs, "extra_lrs")
+    extra_schedules = [None] * len(extra_lrs) if extra_schedules is None else list(extra_schedules)
+    if len(extra_schedules) != len(extra_lrs) or not all(s is None or callable(s) for s in extra_schedules):
+        raise ValueError(f"extra_schedules must hold one callable (or None) per extra lr, {len(extra_lrs)} in all")
+    seeds = np.atleast_1d(np.asarray(seeds, dtype=int))
+    if (num_epochs is None) == (num_steps is None):
+        raise ValueError("give exactly one of num_epochs (a budget of examples) and num_steps (a budget of steps)")
+    steps = check_positive_int(num_epochs, "num_epochs") * (num_examples // batch_size) if num_epochs is not None \
+        else check_positive_int(num_steps, "num_steps")
+    run_cfg = replace(cfg, batch_size=batch_size, num_steps=int(steps), eval_every=int(steps), progress=False,
+                      target=None)
+    fit_data, S = (X, y, *val_data), len(seeds)
+    extra, num_runs = {}, 0
+
+    def run(new, _best):
+        nonlocal num_runs
+        todo = list(new) + ([] if extra else list(extra_lrs))
+        schedules = [None] * len(new) + ([] if extra else extra_schedules)
+        hist = train_many(make_model, fit_data, todo, seeds, run_cfg, lr_schedules=schedules)
+        num_runs += len(todo) * S
+        val = np.where(hist.diverged, np.nan, hist.test_acc[:, -1]).reshape(len(todo), S)
+        test = np.where(hist.diverged, np.nan, evaluate_runs(make_model, hist.params, X_test, y_test)[1])
+        test, div = test.reshape(len(todo), S), hist.diverged.reshape(len(todo), S)
+        if not extra:
+            extra.update(val=val[len(new):], test=test[len(new):], div=div[len(new):])
+        return {lr: tune.Trial(val[i], div[i], test[i]) for i, lr in enumerate(new)}
+
+    tried, _, trials = tune.search(grid, first, run)
+    return HoldoutTuning(batch_size, seeds, int(steps), tried, np.stack([trials[lr].scores for lr in tried]),
+                         np.stack([trials[lr].payload for lr in tried]),
+                         np.stack([trials[lr].failed for lr in tried]), extra_lrs, extra["val"], extra["test"],
+                         extra["div"], num_runs)
 
 
 # ----------------------------------------------------------------------------------------------------------------
