@@ -635,3 +635,249 @@ def test_bad_lr_window_raises(small_data, window):
     from batchsize.train import sweep
     with pytest.raises(ValueError, match="lr_window"):
         sweep(MLP, small_data, [4], [0.1], cfg=replace(SHORT, num_steps=2), lr_window=window)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the parts of _fit: the live runs, the pure optimizer updates, clipping, given orders, evaluation (chapter 5.1)
+
+
+from batchsize.train import (_adam_coefficients, _adam_update, _clip, _Runs, _sgd_update,  # noqa: E402
+                             evaluate, predict, recall_per_class)
+
+
+def stacked(seed, num_runs=3):
+    """Stacked parameters {name: (num_runs, ...)} of MLPs drawn one after another from seed."""
+    torch.manual_seed(seed)
+    params, _ = torch.func.stack_module_state([MLP() for _ in range(num_runs)])
+    return {k: v.detach() for k, v in params.items()}
+
+
+def test_runs_drop_writes_back_each_stopped_run_and_keeps_the_rest_aligned():
+    out = stacked(0, num_runs=4)
+    runs = _Runs(out, [0.1, 0.2, 0.3, 0.4], [(0.9, 0.999), (0.8, 0.99), (0.7, 0.9), (0.6, 0.8)], [1e-8] * 4,
+                 torch.float32)
+    initial = {k: v.clone() for k, v in out.items()}
+    for k in runs.params:
+        runs.params[k] = runs.params[k] + 1.0  # trained: the live copy moved away from out
+        runs.state["velocity"][k] = torch.arange(4.0).view(-1, *[1] * (runs.params[k].ndim - 1)).expand_as(
+            runs.params[k]).clone()
+    runs.first_loss = torch.tensor([1.0, 2.0, 3.0, 4.0])
+    runs.drop(torch.tensor([False, True, False, False]))  # run 1 stops at its target: current parameters
+    runs.drop(torch.tensor([False, False, True]), parked=True)  # run 3 diverged: its initial parameters
+    assert runs.live.tolist() == [0, 2]
+    assert runs.lr.tolist() == pytest.approx([0.1, 0.3]) and runs.first_loss.tolist() == [1.0, 3.0]
+    assert runs.beta1.tolist() == [0.9, 0.7] and runs.beta2.tolist() == [0.999, 0.9]
+    for k in runs.params:
+        assert torch.equal(out[k][1], initial[k][1] + 1.0) and torch.equal(out[k][3], initial[k][3])
+        assert torch.equal(out[k][[0, 2]], initial[k][[0, 2]])  # live runs are written only at the end
+        assert torch.equal(runs.params[k], initial[k][[0, 2]] + 1.0)
+        assert runs.state["velocity"][k].flatten(1)[:, 0].tolist() == [0.0, 2.0]
+    runs.write_back()
+    for k in runs.params:
+        assert torch.equal(out[k][[0, 2]], initial[k][[0, 2]] + 1.0)
+
+
+@pytest.mark.parametrize("momentum, weight_decay", [(0.0, 0.0), (0.9, 0.0), (0.9, 1e-2)])
+def test_sgd_update_is_pure_and_equals_torch_optim_sgd(momentum, weight_decay):
+    torch.manual_seed(0)
+    p, grads = torch.randn(5, 7), [torch.randn(5, 7) for _ in range(3)]
+    ref = p.clone().requires_grad_()
+    opt = torch.optim.SGD([ref], lr=0.1, momentum=momentum, weight_decay=weight_decay)
+    new, velocity = p, torch.zeros_like(p)
+    for g in grads:
+        before = (new.clone(), velocity.clone(), g.clone())
+        new2, velocity2 = _sgd_update(new, g, velocity, 0.1, momentum, weight_decay)
+        assert all(torch.equal(a, b) for a, b in zip(before, (new, velocity, g)))  # inputs untouched
+        new, velocity = new2, velocity2
+        ref.grad = g.clone()
+        opt.step()
+        torch.testing.assert_close(new, ref.detach(), rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("name, weight_decay", [("adam", 0.0), ("adam", 1e-2), ("adamw", 1e-1)])
+def test_adam_update_is_pure_and_equals_torch_optim_adam(name, weight_decay):
+    torch.manual_seed(0)
+    betas, eps = [(0.9, 0.999), (0.8, 0.99), (0.5, 0.9)], [1e-8, 1e-6, 1e-3]
+    p, grads = torch.randn(3, 4, 5), [torch.randn(3, 4, 5) for _ in range(3)]
+    lr = torch.tensor([1e-2, 3e-3, 1e-1])
+    for shared in (True, False):  # every run with the first betas and eps (floats), or each its own (tensors)
+        run_betas, run_eps = (betas[:1] * 3, eps[:1] * 3) if shared else (betas, eps)
+        refs = [p[i].clone().requires_grad_() for i in range(3)]
+        opt_cls = torch.optim.Adam if name == "adam" else torch.optim.AdamW
+        opts = [opt_cls([r], lr=lr[i].item(), betas=run_betas[i], eps=run_eps[i], weight_decay=weight_decay)
+                for i, r in enumerate(refs)]
+        new, m, v = p, torch.zeros_like(p), torch.zeros_like(p)
+        for t, g in enumerate(grads, start=1):
+            coef = _adam_coefficients(np.array([b[0] for b in run_betas]), np.array([b[1] for b in run_betas]),
+                                      np.array(run_eps), t, torch.float32)
+            assert isinstance(coef[0], float) == shared
+            before = (new.clone(), m.clone(), v.clone())
+            out = _adam_update(new, g, m, v, lr.view(3, 1, 1), coef, weight_decay, decoupled=name == "adamw")
+            assert all(torch.equal(a, b) for a, b in zip(before, (new, m, v)))  # inputs untouched
+            new, m, v = out
+            for i, (r, opt) in enumerate(zip(refs, opts)):
+                r.grad = g[i].clone()
+                opt.step()
+                torch.testing.assert_close(new[i], r.detach(), rtol=1e-5, atol=1e-7)
+
+
+def test_clip_scales_each_run_as_clip_grad_norm():
+    torch.manual_seed(0)
+    grads = [torch.randn(4, 6, 3), torch.randn(4, 6)]
+    grads[0][1] *= 1e-3  # run 1 is under the threshold and keeps its gradient
+    norms, clipped = _clip(grads, 2.0)
+    for i in range(4):
+        ref = [torch.nn.Parameter(torch.zeros_like(g[i])) for g in grads]
+        for r, g in zip(ref, grads):
+            r.grad = g[i].clone()
+        total = torch.nn.utils.clip_grad_norm_(ref, 2.0)
+        torch.testing.assert_close(norms[i], total)
+        for r, c in zip(ref, clipped):
+            torch.testing.assert_close(c[i], r.grad)
+    assert torch.linalg.vector_norm(torch.cat([c.flatten(1) for c in clipped], 1), dim=1).max() <= 2.0 + 1e-5
+    norms_inf, same = _clip(grads, float("inf"))
+    assert torch.equal(norms_inf, norms) and all(torch.equal(a, b) for a, b in zip(same, grads))
+
+
+def reference_on_orders(model, data, order, lr, clip_norm=None):
+    """torch.optim.SGD (with clip_grad_norm_) over the given batches; per-step losses and gradient norms."""
+    X, y, _, _ = data
+    opt, losses, norms = torch.optim.SGD(model.parameters(), lr=lr), [], []
+    for idx in order:
+        opt.zero_grad()
+        loss = F.cross_entropy(model(X[idx]), y[idx])
+        loss.backward()
+        if clip_norm is not None:
+            norms.append(torch.nn.utils.clip_grad_norm_(model.parameters(), clip_norm).item())
+        opt.step()
+        losses.append(loss.item())
+    return np.array(losses), np.array(norms)
+
+
+def test_given_orders_are_the_batches_each_run_trains_on(data):
+    torch.manual_seed(5)
+    sorted_by_class = torch.argsort(data[1])[:40 * 16].view(40, 16)  # class after class, as stored in a file
+    repeats = torch.randint(0, 50, (40, 100))  # 100 draws from 50 examples: a batch larger than they are
+    orders = torch.stack([sorted_by_class, torch.randint(0, len(data[0]), (40, 16))])
+    cfg = replace(SHORT, num_steps=40, eval_every=20)
+    hist = train_many(MLP, data, [0.1], [0, 1], cfg, orders=orders)
+    for i in range(2):
+        ref, _ = reference_on_orders(make_model(i), data, orders[i], 0.1)
+        np.testing.assert_allclose(hist.train_loss[i], ref, rtol=1e-5, atol=1e-5)
+    hist = train_many(MLP, data, [0.1], [0], replace(cfg, num_steps=30), orders=repeats)  # 2-D: every run
+    ref, _ = reference_on_orders(make_model(0), data, repeats[:30], 0.1)  # the first num_steps batches
+    np.testing.assert_allclose(hist.train_loss[0], ref, rtol=1e-5, atol=1e-5)
+
+
+def test_orders_of_the_librarys_own_shuffle_give_the_same_runs_bit_for_bit(data):
+    cfg = replace(SHORT, num_steps=30, eval_every=10, momentum=0.9)
+    own = train_many(MLP, data, [0.05, 0.2], [0, 3], cfg)
+    orders = torch.stack([_batch_order(len(data[0]), cfg.batch_size, cfg.num_steps, s) for s in [0, 3] * 2])
+    given = train_many(MLP, data, [0.05, 0.2], [0, 3], cfg, orders=orders)
+    assert_same_history(own, given, rtol=0, atol=0)
+    assert all(torch.equal(own.params[k], given.params[k]) for k in own.params)
+
+
+def test_clipped_training_matches_clip_grad_norm_and_logs_the_norm_before_clipping(data):
+    cfg = replace(SHORT, lr=0.5, batch_size=4, num_steps=40, eval_every=40, clip_norm=1.0)
+    model, ref_model = make_model(), make_model()
+    hist = train(model, data, cfg)
+    order = _batch_order(len(data[0]), 4, 40, 0)
+    ref, ref_norms = reference_on_orders(ref_model, data, order, 0.5, clip_norm=1.0)
+    assert (ref_norms > 1.0).mean() > 0.5  # most steps are clipped: the test discriminates
+    np.testing.assert_allclose(hist.train_loss, ref, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(hist.grad_norm, ref_norms, rtol=1e-4, atol=1e-5)
+    for p, q in zip(model.parameters(), ref_model.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5)
+
+
+def test_infinite_clip_norm_logs_the_norms_and_changes_nothing(data):
+    cfg = replace(SHORT, num_steps=30, eval_every=10, optimizer="adam")
+    plain = train_many(MLP, data, [1e-3, 1e-2], [0], cfg)
+    logged = train_many(MLP, data, [1e-3, 1e-2], [0], replace(cfg, clip_norm=float("inf")))
+    assert_same_history(plain, logged, rtol=0, atol=0)
+    assert plain.grad_norm is None and logged.grad_norm.shape == (2, 30) and np.isfinite(logged.grad_norm).all()
+
+
+def test_clipping_keeps_a_learning_rate_that_diverges_without_it_finite(data):
+    cfg = replace(SHORT, lr=50.0, num_steps=60, eval_every=20)
+    assert train_many(MLP, data, [50.0], [0], cfg).diverged.all()
+    clipped = train_many(MLP, data, [50.0], [0], replace(cfg, clip_norm=1e-3))
+    assert not clipped.diverged.any() and np.all(clipped.grad_norm > 1e-3)
+
+
+@pytest.mark.parametrize("orders, error, match", [
+    (np.zeros((3, 4), dtype=np.int64), TypeError, "orders must be a torch.long tensor"),
+    (torch.zeros(3, 4), TypeError, "orders must be a torch.long tensor"),
+    (torch.zeros(4, dtype=torch.long), TypeError, "orders must be a torch.long tensor"),
+    (torch.zeros(2, 3, 4, dtype=torch.long), ValueError, "orders must hold 1 runs"),
+    (torch.zeros(2, 4, dtype=torch.long), ValueError, "at least num_steps = 3"),
+    (torch.full((3, 4), 20, dtype=torch.long), ValueError, "orders must index the 20 training examples"),
+    (torch.full((3, 4), -1, dtype=torch.long), ValueError, "orders must index"),
+])
+def test_bad_orders_raise(small_data, orders, error, match):
+    with pytest.raises(error, match=match):
+        train_many(MLP, small_data, [0.1], [0], replace(SHORT, num_steps=3), orders=orders)
+
+
+def test_orders_with_a_batch_schedule_raise(small_data):
+    cfg = replace(SHORT, num_steps=3, batch_schedule=lambda step: 4)
+    with pytest.raises(ValueError, match="batch_schedule must be None"):
+        train_many(MLP, small_data, [0.1], [0], cfg, orders=torch.zeros(3, 4, dtype=torch.long))
+
+
+@pytest.mark.parametrize("clip_norm", [0.0, -1.0, float("nan"), "1", True])
+def test_bad_clip_norm_raises(small_data, clip_norm):
+    with pytest.raises(ValueError, match="clip_norm"):
+        train_many(MLP, small_data, [0.1], [0], replace(SHORT, batch_size=4, num_steps=2, clip_norm=clip_norm))
+
+
+def test_evaluate_gives_the_logged_evaluation_and_recall_counts_each_class(data):
+    X_test, y_test = data[2:]
+    hist = train_many(MLP, data, [0.05, 0.2], [0, 1], replace(SHORT, num_steps=30, eval_every=30))
+    loss, acc = evaluate(MLP(), hist.params, X_test, y_test)
+    assert np.array_equal(loss, hist.test_loss[:, -1]) and np.array_equal(acc, hist.test_acc[:, -1])
+    pred, recall = predict(MLP(), hist.params, X_test), recall_per_class(MLP(), hist.params, X_test, y_test)
+    assert pred.shape == (4, len(X_test)) and recall.shape == (4, 10)
+    for i in range(4):
+        model = MLP()
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                p.copy_(hist.params[name][i])
+            ref_pred = model(X_test).argmax(-1)
+        assert torch.equal(pred[i], ref_pred)
+        for k in range(10):
+            assert recall[i, k] == pytest.approx((ref_pred[y_test == k] == k).double().mean().item())
+        assert (recall[i] * np.bincount(y_test, minlength=10)).sum() / len(y_test) == pytest.approx(acc[i])
+    absent = recall_per_class(MLP(), hist.params, X_test[y_test != 3], y_test[y_test != 3])
+    assert np.isnan(absent[:, 3]).all() and not np.isnan(absent[:, [0, 1, 2, 4]]).any()
+
+
+def test_evaluate_with_bad_arguments_raises(small_data):
+    X, y, _, _ = small_data
+    params = stacked(0, num_runs=2)
+    with pytest.raises(TypeError, match="model must be a torch.nn.Module"):
+        evaluate(lambda x: x, params, X, y)
+    with pytest.raises(ValueError, match="params must map each parameter name"):
+        predict(MLP(), {k: v for k, v in params.items() if k != "0.bias"}, X)
+    with pytest.raises(ValueError, match="params must map each parameter name"):
+        predict(MLP(hidden=(50, 100)), params, X)
+    with pytest.raises(ValueError, match="same number of runs"):
+        predict(MLP(), {**params, "0.bias": params["0.bias"][:1]}, X)
+    with pytest.raises(TypeError, match="y must hold integer class labels"):
+        recall_per_class(MLP(), params, X, y.float())
+    with pytest.raises(ValueError, match="same number of examples"):
+        evaluate(MLP(), params, X, y[:-1])
+    with pytest.raises(TypeError, match="X must be a torch.Tensor"):
+        predict(MLP(), params, X.numpy())
+
+
+def test_sweep_keeps_each_runs_gradient_norms_in_grid_order(data):
+    from batchsize.train import sweep
+    lrs, cfg = 0.01 * 3.0 ** np.arange(6), replace(SHORT, num_steps=40, clip_norm=float("inf"))
+    res = sweep(MLP, data, [16, 256], lrs, seeds=[0], cfg=cfg, lr_window=(1.0, 1.0))  # widens: several calls
+    assert res.trained[1].sum() >= 2
+    for i, b in enumerate([16, 256]):
+        tried = lrs[res.trained[i]]
+        ref = train_many(MLP, data, tried, [0], replace(cfg, batch_size=b, eval_every=40, progress=False))
+        np.testing.assert_array_equal(res.histories[i].grad_norm, ref.grad_norm)

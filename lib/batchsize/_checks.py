@@ -39,6 +39,13 @@ def as_positive_array(values, name, integer=False, any_shape=False):
     return arr.astype(np.float64)
 
 
+def check_model(model):
+    """Raise unless model is a torch.nn.Module."""
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    return model
+
+
 def check_data(X, y, floating=True):
     """Raise unless X (a float tensor if floating) and y are tensors with the same, non-zero number of rows."""
     if not isinstance(X, torch.Tensor):

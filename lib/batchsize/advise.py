@@ -25,6 +25,7 @@ from torch import nn
 
 from . import grads, hardware, memory, seeding
 from ._checks import check_batch_size, check_data, check_positive_float, check_positive_int
+from .steps import training_step
 from .train import TrainConfig, train, train_many
 
 # share of the time left when a phase starts that the phase may use (the rest of the last is for the recommendation)
@@ -335,7 +336,7 @@ def advise(model, data, time_budget_s=30.0, ref_batch_size=32, lr=None, device=N
         if memory_budget_bytes is not None:
             budget_step(batch_size)
         else:
-            memory.training_step(probe_model, X[:batch_size].to(device), y[:batch_size].to(device), opt)
+            training_step(probe_model, X[:batch_size].to(device), y[:batch_size].to(device), opt)
         ran.append(batch_size)
 
     finder = None

@@ -22,7 +22,7 @@ from torch import nn
 from . import seeding
 from ._checks import check_positive_int
 from .memory import find_batch_size
-from .parallel import flat_grad
+from .steps import accumulate_gradients, flat_grad
 
 
 def _ddp_model(seed=0):
@@ -56,10 +56,9 @@ def ddp_check(per_worker_batch_size=8, accumulation_steps=2, lr=0.1, dataset_siz
            "per_worker_batch_size": b, "accumulation_steps": a, "global_batch_size": global_batch_size}
 
     # 1) one step: the all-reduced (averaged) gradient against one process on the concatenated batch
-    reference = _ddp_model().to(device)
     ddp = DDP(_ddp_model().to(device), device_ids=[device.index] if use_cuda else None)
     F.cross_entropy(ddp(X[rank * b:(rank + 1) * b]), y[rank * b:(rank + 1) * b]).backward()
-    F.cross_entropy(reference(X[:world * b]), y[:world * b]).backward()
+    reference = _grad_on(_ddp_model().to(device), X[:world * b], y[:world * b])
     g_ddp, g_ref = flat_grad(ddp.module), flat_grad(reference)
     out["ddp_grad_max_diff"] = _max_diff(g_ddp, g_ref)
     out["ddp_grad_max_abs"] = float(g_ref.abs().max())
@@ -133,7 +132,8 @@ def ddp_check(per_worker_batch_size=8, accumulation_steps=2, lr=0.1, dataset_siz
 
 
 def _grad_on(model, X, y):
-    F.cross_entropy(model(X), y).backward()
+    """model, with .grad the gradient of the mean cross-entropy over (X, y) in one process."""
+    accumulate_gradients(model, X, y)
     return model
 
 

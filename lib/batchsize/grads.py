@@ -18,7 +18,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import seeding
-from ._checks import as_positive_array, check_data, check_positive_int
+from ._checks import as_positive_array, check_data, check_model, check_positive_int
+from .steps import flatten_grads, trainable_parameters
 
 _SUPPORTED = (nn.Linear, nn.Conv1d)
 _SUPPORTED_NAMES = "nn.Linear and nn.Conv1d (parameter-free modules such as ReLU, Flatten or eval-mode Dropout " \
@@ -44,8 +45,7 @@ def _per_example_losses(output, y, loss_fn):
 
 def _hooked_modules(model):
     """Modules whose own trainable parameters the per-example paths handle."""
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    check_model(model)
     modules = []
     for name, module in model.named_modules():
         trainable = [p for p in module.parameters(recurse=False) if p.requires_grad]
@@ -181,32 +181,17 @@ def _sum_layer_sq_norms(layers, N, X):
     return total  # (N,)
 
 
-def _trainable(model):
-    """Trainable parameters in model.parameters() order."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
-        raise ValueError("model has no trainable parameters (requires_grad=True)")
-    return params
-
-
-def _flatten(grads, params):
-    """Concatenate gradients (None -> zeros) into one flat vector, (num_params,)."""
-    return torch.cat([(torch.zeros_like(p) if g is None else g).reshape(-1) for g, p in zip(grads, params)])
-
-
 def mean_gradient(model, X, y, loss_fn=None):
     """Flattened gradient of the mean loss over (X, y), (num_params,). Introduced in chapter 1 (gradient variance).
 
     Trainable parameters only, in model.parameters() order; works for any model, batch norm included.
     """
     N = check_data(X, y, floating=False)
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    params = _trainable(model)
+    params = trainable_parameters(model)
     with torch.enable_grad():
         losses = _per_example_losses(model(X), y, loss_fn)  # (N,)
         grads = torch.autograd.grad(losses.sum() / N, params, allow_unused=True)
-    return _flatten(grads, params)  # (num_params,)
+    return flatten_grads(grads, params)  # (num_params,)
 
 
 def gradient_gram(model, X, y, loss_fn=None):
@@ -262,10 +247,10 @@ def gradient_stats(model, X, y, loss_fn=None):
     """
     N = check_data(X, y, floating=False)
     modules = _hooked_modules(model)
-    params = _trainable(model)
+    params = trainable_parameters(model)
     layers, grads = _hooked_pass(model, X, y, loss_fn, modules, params)
     sq_norms = _sum_layer_sq_norms(layers, N, X).double()  # (N,)
-    grad_sq_norm = (_flatten(grads, params).double() / N).square().sum()
+    grad_sq_norm = (flatten_grads(grads, params).double() / N).square().sum()
     return _stats(grad_sq_norm, sq_norms.mean() - grad_sq_norm, N)
 
 

@@ -13,12 +13,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from . import seeding
-from ._checks import as_positive_array, check_positive_float, check_positive_int
+from ._checks import as_positive_array, check_model, check_positive_float, check_positive_int
+from .steps import autocast, training_step
 
 
 def default_device():
@@ -197,29 +196,15 @@ def synthetic_batch(batch_size, in_shape=(40,), num_classes=10, device=None, see
     return X.to(device), y.to(device)
 
 
-def _autocast(device, dtype):
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=torch.device(device).type, dtype=dtype)
-
-
 def make_sgd_step(model, lr=0.01, autocast_dtype=None):
     """A function step(X, y) doing one SGD step of model on mean cross-entropy. Introduced in chapter 4.
 
-    With autocast_dtype (e.g. torch.bfloat16) the forward pass runs under torch.autocast on X's device.
+    The step is `steps.training_step` with torch.optim.SGD; with autocast_dtype (e.g. torch.bfloat16) the forward
+    pass runs under torch.autocast on X's device.
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    check_model(model)
     opt = torch.optim.SGD(model.parameters(), lr=check_positive_float(lr, "lr"))
-
-    def step(X, y):
-        opt.zero_grad(set_to_none=True)
-        with _autocast(X.device, autocast_dtype):
-            loss = F.cross_entropy(model(X), y)
-        loss.backward()
-        opt.step()
-
-    return step
+    return lambda X, y: training_step(model, X, y, opt, autocast_dtype=autocast_dtype)
 
 
 def make_train_step(model, X, y, lr=0.01, autocast_dtype=None):
@@ -230,11 +215,10 @@ def make_train_step(model, X, y, lr=0.01, autocast_dtype=None):
 
 def make_inference_step(model, X, autocast_dtype=None):
     """A no-argument function computing model(X) under inference_mode. Introduced in chapter 4."""
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    check_model(model)
 
     def step():
-        with torch.inference_mode(), _autocast(X.device, autocast_dtype):
+        with torch.inference_mode(), autocast(X.device, autocast_dtype):
             return model(X)
 
     return step

@@ -1,5 +1,6 @@
 """Memory against batch size: saved-activation bytes, parameter/gradient/optimizer-state bytes, the whole peak
-of a training step, the largest batch for a memory budget, and an out-of-memory-safe batch-size finder.
+of a training step (`steps.training_step`), the largest batch for a memory budget, and an out-of-memory-safe
+batch-size finder.
 
 The activation count is exact: every tensor that autograd saves for the backward pass is seen through
 `torch.autograd.graph.saved_tensors_hooks`, each storage is counted once (a ReLU output saved by the ReLU and by
@@ -13,18 +14,12 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from ._checks import check_batch_size, check_data, check_positive_int
-from .parallel import accumulate_gradients
+from ._checks import check_batch_size, check_data, check_model, check_positive_int
+from .steps import training_step  # the step whose peak is measured; chapter 4 calls it as memory.training_step
 
 OPTIMIZERS = ("sgd", "momentum", "adam")
 _STATES_PER_PARAM = {"sgd": 0, "momentum": 1, "adam": 2}  # buffers of the parameter's size kept by the optimizer
-
-
-def _check_model(model):
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
 
 
 def _state_storages(model):
@@ -39,7 +34,7 @@ def activation_bytes(model, X, y, loss_fn=None):
     Only the forward pass runs (that is when autograd saves tensors); the model's gradients are not touched.
     The batch counts as its own bytes, even when X or y is a slice of a larger data set.
     """
-    _check_model(model)
+    check_model(model)
     check_data(X, y, floating=False)
     X, y = X.clone(), y.clone()  # a slice would otherwise count its whole data set's storage
     skip = _state_storages(model)
@@ -65,7 +60,7 @@ def state_bytes(model, optimizer="sgd"):
     optimizer: "sgd" (no state), "momentum" (one buffer per parameter) or "adam" (two buffers and a scalar step
     per parameter tensor, as torch.optim.Adam keeps them). Parameters that do not require grad count once.
     """
-    _check_model(model)
+    check_model(model)
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
     params = list(model.parameters())
@@ -85,29 +80,12 @@ def state_bytes(model, optimizer="sgd"):
 
 def make_optimizer(model, optimizer="sgd", lr=0.01):
     """A torch optimizer by name: "sgd", "momentum" (0.9) or "adam". Introduced in chapter 4 (memory)."""
-    _check_model(model)
+    check_model(model)
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
     if optimizer == "adam":
         return torch.optim.Adam(model.parameters(), lr=lr)
     return torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9 if optimizer == "momentum" else 0.0)
-
-
-def training_step(model, X, y, optimizer=None, loss_fn=None, num_micro_batches=1, before_micro_batch=None):
-    """One step: forward, mean loss, backward, optimizer step if given, gradients freed (also when it fails).
-
-    Introduced in chapter 4 (memory).
-
-    With num_micro_batches > 1 the gradient is accumulated over that many slices of the batch
-    (parallel.accumulate_gradients) before the one optimizer step. Returns the mean loss.
-    """
-    try:
-        loss = accumulate_gradients(model, X, y, num_micro_batches, loss_fn, before_micro_batch)
-        if optimizer is not None:
-            optimizer.step()
-    finally:  # also after an out-of-memory error: a backward pass that failed half-way leaves some gradients
-        model.zero_grad(set_to_none=True)
-    return loss
 
 
 def _resident_bytes(model, optimizer, X, y):
@@ -128,7 +106,7 @@ def peak_breakdown(model, X, y, optimizer="sgd", lr=0.01, num_micro_batches=1):
     """
     from torch.distributed._tools.mem_tracker import MemTracker
 
-    _check_model(model)
+    check_model(model)
     check_data(X, y, floating=False)
     opt = make_optimizer(model, optimizer, lr)
     if optimizer != "sgd":
@@ -154,7 +132,7 @@ def peak_bytes(model, X, y, optimizer="sgd", lr=0.01, num_micro_batches=1):
     Introduced in chapter 4 (memory). Counts parameters, buffers, optimizer state and the batch as well as what
     the step allocates; like peak_breakdown, it changes the model's parameters.
     """
-    _check_model(model)
+    check_model(model)
     check_data(X, y, floating=False)
     if X.device.type != "cuda":
         return peak_breakdown(model, X, y, optimizer, lr, num_micro_batches)["total"]

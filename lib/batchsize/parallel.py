@@ -1,50 +1,16 @@
-"""Gradient accumulation: accumulated gradients and their two traps, per-token losses and batch norm.
+"""Gradient accumulation against the full batch, and its two traps: per-token losses and batch norm.
 
-The data-parallel version of the same sums, DistributedDataParallel under torchrun, is `batchsize.ddp`.
+The accumulation itself, the book's one training step, is `batchsize.steps`; the data-parallel version of the same
+sums, DistributedDataParallel under torchrun, is `batchsize.ddp`.
 """
 import torch
 import torch.nn.functional as F
 
 from . import seeding
-from ._checks import check_data, check_positive_int
+from ._checks import check_data, check_model, check_positive_int
+from .steps import accumulate_gradients, flat_grad, micro_batches
 
 NORMALIZATIONS = ("global", "per_micro_batch")
-
-
-def flat_grad(model):
-    """All parameter gradients of a model as one vector (zeros where a gradient is None). Introduced in chapter 4."""
-    return torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1)
-                      for p in model.parameters() if p.requires_grad])
-
-
-def _micro_batches(num_examples, num_micro_batches):
-    """num_micro_batches contiguous slices covering range(num_examples), sizes differing by at most one."""
-    k = check_positive_int(num_micro_batches, "num_micro_batches")
-    if k > num_examples:
-        raise ValueError(f"num_micro_batches must be at most the number of examples ({num_examples}), got {k}")
-    bounds = [num_examples * i // k for i in range(k + 1)]
-    return [slice(start, stop) for start, stop in zip(bounds[:-1], bounds[1:])]
-
-
-def accumulate_gradients(model, X, y, num_micro_batches, loss_fn=None, before_micro_batch=None):
-    """Backward passes over num_micro_batches slices of (X, y), adding into .grad the gradient of the mean loss.
-
-    Introduced in chapter 4 (gradient accumulation). Each slice's mean loss is weighted by its share of the
-    examples, so slices of unequal size still give the full batch's mean. Existing .grad values are added to,
-    as in PyTorch. before_micro_batch(), if given, runs before each slice (a memory tracker resets there).
-    Returns the full batch's mean loss.
-    """
-    num_examples = check_data(X, y, floating=False)
-    total = 0.0
-    for rows in _micro_batches(num_examples, num_micro_batches):
-        if before_micro_batch is not None:
-            before_micro_batch()
-        out = model(X[rows])
-        loss = F.cross_entropy(out, y[rows]) if loss_fn is None else loss_fn(out, y[rows])
-        share = (rows.stop - rows.start) / num_examples
-        (loss * share).backward()
-        total += float(loss.detach()) * share
-    return total
 
 
 def accumulated_gradient(model, X, y, num_micro_batches, loss_fn=None):
@@ -52,6 +18,7 @@ def accumulated_gradient(model, X, y, num_micro_batches, loss_fn=None):
 
     Clears the model's gradients before and after.
     """
+    check_model(model)
     model.zero_grad(set_to_none=True)
     accumulate_gradients(model, X, y, num_micro_batches, loss_fn)
     grad = flat_grad(model).detach().clone()
@@ -97,10 +64,11 @@ def accumulated_token_gradient(model, X, y, mask, num_micro_batches, normalize="
     """
     if normalize not in NORMALIZATIONS:
         raise ValueError(f"normalize must be one of {NORMALIZATIONS}, got {normalize!r}")
+    check_model(model)
     num_sequences = check_data(X, y, floating=True)
     if mask.shape != y.shape:
         raise ValueError(f"mask must have the shape of y {tuple(y.shape)}, got {tuple(mask.shape)}")
-    slices = _micro_batches(num_sequences, num_micro_batches)
+    slices = micro_batches(num_sequences, num_micro_batches)
     total_tokens = mask.sum()
     model.zero_grad(set_to_none=True)
     for rows in slices:

@@ -15,11 +15,11 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 from torch.func import functional_call
 
 from . import _memo, seeding, tune
 from ._checks import as_positive_array, check_data, check_positive_float, check_positive_int
+from .steps import trainable_parameters
 from .train import TrainConfig, train_many
 
 
@@ -305,13 +305,9 @@ def top_hessian_eigenvalue(model, X, y, num_iters=100, tol=1e-4, seed=0, loss_fn
     Power iteration on Hessian-vector products (double backward), from a seeded random start; stops when the
     estimate changes by less than `tol` (relative). Trainable parameters only. Returns a float.
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    params = trainable_parameters(model)
     check_data(X, y)
     check_positive_int(num_iters, "num_iters")
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
-        raise ValueError("model has no trainable parameters (requires_grad=True)")
     if X.dtype != params[0].dtype:
         raise TypeError(f"X must have the dtype of the model's parameters ({params[0].dtype}), got {X.dtype}")
     if loss_fn is None and y.dtype != torch.long:

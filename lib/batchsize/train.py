@@ -11,6 +11,12 @@ plain callables of the step: a learning-rate schedule returns the factor that mu
 rate (`warmup`, `step_decay`, `cosine`, combined with `chain`), and a batch-size schedule returns the batch size
 of every run at that step. In `train_many` each learning rate may have its own schedule, and its own Adam betas
 and eps (Malladi et al.'s square-root rule scales them with the batch size).
+
+Chapter 5.1 adds three things: `train_many` may be given each run's batches (`orders`) instead of shuffling,
+`TrainConfig.clip_norm` clips every run's gradient as torch.nn.utils.clip_grad_norm_ does and logs its norm, and
+`evaluate`, `predict` and `recall_per_class` evaluate trained runs on any data. Inside, a training step is built
+from small parts: the live runs' state (`_Runs`, whose `drop` removes stopped runs), the optimizer updates as
+pure functions (`_sgd_update`, `_adam_update`) and the evaluation (`_evaluate`).
 """
 from dataclasses import dataclass, field, replace
 
@@ -45,6 +51,7 @@ class TrainConfig:
     eps: float = 1e-8  # Adam's denominator offset
     lr_schedule: object = None  # None or a callable step -> factor on the learning rate
     batch_schedule: object = None  # None or a callable step -> batch size (overrides batch_size from step 0)
+    clip_norm: float | None = None  # clip each run's gradient norm to this, as torch.nn.utils.clip_grad_norm_ (5.1)
 
 
 @dataclass
@@ -64,6 +71,7 @@ class History:
     diverged_at: np.ndarray = field(default_factory=lambda: np.zeros(0, int))  # step, -1 if it did not
     reached_at: np.ndarray = field(default_factory=lambda: np.zeros(0, int))  # steps to the target, -1 if not
     params: dict | None = None  # train_many: final parameters {name: (num_runs, ...)}; None for train
+    grad_norm: np.ndarray | None = None  # with cfg.clip_norm: each step's gradient norm before clipping, else None
 
 
 def _batch_order(num_examples, batch_size, num_steps, seed):
@@ -118,12 +126,14 @@ class _Orders:
         return self.perms[live, k * self.batch_size:(k + 1) * self.batch_size]
 
 
-def _check_config(cfg, X, y, X_test, y_test, lrs):
+def _check_config(cfg, X, y, X_test, y_test, lrs, ordered=False):
+    """Raise a clear error for a setting of cfg (or a learning rate, or the data) that training cannot use."""
     if not isinstance(cfg, TrainConfig):
         raise TypeError(f"cfg must be a TrainConfig, got {type(cfg).__name__}")
     num_examples = check_data(X, y)
     check_data(X_test, y_test)
-    check_batch_size(cfg.batch_size, num_examples)
+    if not ordered:  # given orders set the batch size themselves
+        check_batch_size(cfg.batch_size, num_examples)
     check_positive_int(cfg.num_steps, "num_steps")
     check_positive_int(cfg.eval_every, "eval_every")
     for lr in lrs:
@@ -148,6 +158,9 @@ def _check_config(cfg, X, y, X_test, y_test, lrs):
     if isinstance(cfg.eval_growth, bool) or not isinstance(cfg.eval_growth, (int, float)) \
             or not 1 <= cfg.eval_growth < np.inf:
         raise ValueError(f"eval_growth must be a finite number >= 1, got {cfg.eval_growth!r}")
+    if cfg.clip_norm is not None and (isinstance(cfg.clip_norm, bool) or not isinstance(cfg.clip_norm, (int, float))
+                                      or np.isnan(cfg.clip_norm) or cfg.clip_norm <= 0):
+        raise ValueError(f"clip_norm must be None or a number > 0 (inf: log the norms only), got {cfg.clip_norm!r}")
     for name, labels in (("y", y), ("y_test", y_test)):
         if labels.dtype != torch.long:
             raise TypeError(f"{name} must hold integer class labels (torch.long), got dtype {labels.dtype}")
@@ -169,155 +182,261 @@ def _check_betas(betas):
     return float(betas[0]), float(betas[1])
 
 
-def _fit(model, params, data, cfg, lrs, seeds, callback=None, lr_schedules=None, betas=None, eps=None):
+def _check_orders(orders, num_runs, num_examples, num_steps):
+    """Given example orders as (num_runs, steps, batch_size) indices, checked; a 2-D order serves every run."""
+    if not isinstance(orders, torch.Tensor) or orders.dtype != torch.long or orders.ndim not in (2, 3):
+        raise TypeError("orders must be a torch.long tensor (num_runs, num_steps, batch_size) or "
+                        f"(num_steps, batch_size), got {type(orders).__name__} {getattr(orders, 'shape', '')}")
+    orders = orders.expand(num_runs, *orders.shape) if orders.ndim == 2 else orders
+    if len(orders) != num_runs or orders.shape[1] < num_steps or orders.shape[2] < 1:
+        raise ValueError(f"orders must hold {num_runs} runs of at least num_steps = {num_steps} batches of one or "
+                         f"more examples, got shape {tuple(orders.shape)}")
+    if orders.min() < 0 or orders.max() >= num_examples:
+        raise ValueError(f"orders must index the {num_examples} training examples, got values from "
+                         f"{orders.min().item()} to {orders.max().item()}")
+    return orders
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the parts of a batched training run: forward pass, evaluation, optimizer updates, the live runs
+
+
+class _Stacked:
+    """`model`'s forward pass mapped over stacked parameters {name: (num_runs, ...)} with torch.func.vmap."""
+
+    def __init__(self, model):
+        self.buffers = dict(model.named_buffers())  # shared by every run
+
+        def logits(p, b, x):
+            return functional_call(model, (p, b), (x,))
+
+        self.own = torch.func.vmap(logits)  # each run gets its own inputs
+        self.shared = torch.func.vmap(logits, in_dims=(0, 0, None))  # every run sees the same inputs
+
+    def __call__(self, params, x, shared=False):
+        """Logits (num_runs, n, num_classes) of x, (num_runs, n, ...) or (n, ...) when shared."""
+        num_runs = len(next(iter(params.values())))
+        buffers = {k: v.expand(num_runs, *v.shape) for k, v in self.buffers.items()}
+        return (self.shared if shared else self.own)(params, buffers, x)
+
+
+def _evaluate(forward, params, X, y):
+    """Mean cross-entropy and accuracy of every run on (X, y): two tensors (num_runs,)."""
+    with torch.no_grad():
+        logits = forward(params, X, shared=True)  # (num_runs, N, num_classes)
+        loss = F.cross_entropy(logits.flatten(0, 1), y.repeat(len(logits)), reduction="none")
+        loss = loss.view(len(logits), -1).mean(1)
+        acc = (logits.argmax(-1) == y).double().mean(1)
+    return loss, acc
+
+
+def _loss_and_grads(forward, params, xb, yb):
+    """Every run's mean cross-entropy and accuracy on its batch xb (num_runs, batch_size, ...), and the gradients."""
+    params = {k: v.detach().requires_grad_() for k, v in params.items()}
+    logits = forward(params, xb)  # (num_runs, batch_size, num_classes)
+    loss = F.cross_entropy(logits.flatten(0, 1), yb.flatten(), reduction="none").view(len(logits), -1).mean(1)
+    grads = torch.autograd.grad(loss.sum(), list(params.values()))
+    with torch.no_grad():
+        acc = (logits.argmax(-1) == yb).double().mean(1)
+    return loss.detach(), acc, list(grads)
+
+
+def _per_run(values, like):
+    """values (num_runs,) shaped to broadcast against a stacked tensor like (num_runs, ...)."""
+    return values.view((len(like),) + (1,) * (like.ndim - 1))
+
+
+def _clip(grads, max_norm):
+    """Each run's total gradient norm (num_runs,) and its gradients scaled as torch.nn.utils.clip_grad_norm_ does."""
+    norms = torch.stack([torch.linalg.vector_norm(g.reshape(len(g), -1), dim=1) for g in grads], 1)
+    total = torch.linalg.vector_norm(norms, dim=1)
+    coef = (max_norm / (total + 1e-6)).clamp(max=1.0)
+    return total, [g * _per_run(coef, g) for g in grads]
+
+
+def _sgd_update(p, g, velocity, lr, momentum=0.0, weight_decay=0.0):
+    """torch.optim.SGD's step (heavy-ball momentum, L2 weight decay) as a pure function: (new p, new velocity)."""
+    if weight_decay:
+        g = g + weight_decay * p
+    if momentum:
+        velocity = velocity.mul(momentum).add(g)
+    return p.sub(lr * (velocity if momentum else g)), velocity
+
+
+def _adam_coefficients(beta1, beta2, eps, t, dtype):
+    """Adam's constants at step t >= 1 from per-run arrays: floats if the runs share betas and eps, else tensors."""
+    coef = [beta1, beta2, 1 - beta1, 1 - beta2, 1 - beta1 ** t, np.sqrt(1 - beta2 ** t), eps]
+    if len(set(zip(beta1, beta2, eps))) <= 1:
+        return [float(a[0]) if len(a) else 0.0 for a in coef]
+    return [torch.tensor(a, dtype=dtype) for a in coef]
+
+
+def _adam_update(p, g, exp_avg, exp_avg_sq, lr, coef, weight_decay=0.0, decoupled=False):
+    """torch.optim.Adam's step (AdamW's if decoupled) as a pure function: (new p, new exp_avg, new exp_avg_sq)."""
+    if decoupled:
+        p = p.mul(1 - lr * weight_decay)
+    elif weight_decay:
+        g = g + weight_decay * p
+    b1, b2, c1, c2, bias1, bias2_sqrt, eps = coef
+    if isinstance(b1, float):  # the runs share betas and eps
+        m = exp_avg.mul(b1).add(g, alpha=c1)
+        v = exp_avg_sq.mul(b2).addcmul(g, g, value=c2)
+    else:  # each run has its own
+        b1, b2, c1, c2, bias1, bias2_sqrt, eps = (_per_run(c, p) for c in coef)
+        m = exp_avg.mul(b1).add(c1 * g)
+        v = exp_avg_sq.mul(b2).add(c2 * g * g)
+    denom = (v.sqrt() / bias2_sqrt).add(eps)
+    return p.sub(lr / bias1 * m / denom), m, v
+
+
+class _Runs:
+    """The runs of `_fit` still training, one row each: parameters, optimizer state and settings.
+
+    A run that stops leaves with `drop`, which writes its parameters to `out` ({name: (num_runs, ...)}).
+    """
+
+    def __init__(self, out, lrs, betas, eps, dtype):
+        self.out = out
+        self.initial = {k: v.detach().clone() for k, v in out.items()}
+        self.params = {k: v.detach().clone() for k, v in out.items()}  # (len(live), ...)
+        self.state = {s: {k: torch.zeros_like(v) for k, v in self.params.items()}  # SGD's velocity, Adam's moments
+                      for s in ("velocity", "exp_avg", "exp_avg_sq")}
+        self.live = torch.arange(len(lrs))  # run numbers still training
+        self.lr = torch.tensor(lrs, dtype=dtype)
+        self.beta1 = np.array([b[0] for b in betas])  # float64, as torch.optim keeps them
+        self.beta2 = np.array([b[1] for b in betas])
+        self.eps = np.array(eps)
+        self.first_loss = None  # (len(live),), set at the first step
+
+    def drop(self, stop, parked=False):
+        """Remove the runs flagged in `stop` (bool, (len(live),)); parked runs leave with their initial parameters."""
+        keep = ~stop
+        for k in self.params:
+            self.out[k][self.live[stop]] = self.initial[k][self.live[stop]] if parked else self.params[k][stop]
+            self.params[k] = self.params[k][keep]
+            for s in self.state.values():
+                s[k] = s[k][keep]
+        self.live, self.lr = self.live[keep], self.lr[keep]
+        self.beta1, self.beta2, self.eps = self.beta1[keep.numpy()], self.beta2[keep.numpy()], self.eps[keep.numpy()]
+        if self.first_loss is not None:
+            self.first_loss = self.first_loss[keep]
+
+    def write_back(self):
+        """Copy the live runs' parameters to `out`."""
+        for k in self.params:
+            self.out[k][self.live] = self.params[k]
+
+    def update(self, grads, lr, cfg, step):
+        """One optimizer step of every live run with learning rates lr (len(live),)."""
+        if cfg.optimizer != "sgd":
+            coef = _adam_coefficients(self.beta1, self.beta2, self.eps, step + 1, lr.dtype)
+        for (k, p), g in zip(list(self.params.items()), grads):
+            run_lr = _per_run(lr, p)
+            if cfg.optimizer == "sgd":
+                self.params[k], self.state["velocity"][k] = _sgd_update(
+                    p, g, self.state["velocity"][k], run_lr, cfg.momentum, cfg.weight_decay)
+            else:
+                self.params[k], self.state["exp_avg"][k], self.state["exp_avg_sq"][k] = _adam_update(
+                    p, g, self.state["exp_avg"][k], self.state["exp_avg_sq"][k], run_lr, coef, cfg.weight_decay,
+                    decoupled=cfg.optimizer == "adamw")
+
+
+def _empty_history(num_runs, num_steps, eval_steps, grad_norm):
+    """A History of NaN (and -1 steps) for num_runs runs, to be filled in by `_fit`."""
+    steps, evals = np.full((num_runs, num_steps), np.nan), np.full((num_runs, len(eval_steps)), np.nan)
+    return History(steps, steps.copy(), eval_steps, evals, evals.copy(), np.zeros(num_runs, bool),
+                   np.full(num_runs, -1), np.full(num_runs, -1), grad_norm=steps.copy() if grad_norm else None)
+
+
+def _log_step(runs, hist, step, loss, acc, divergence_factor):
+    """Log the live runs' training loss and accuracy; stop the runs that diverged. Returns the flags (len(live),)."""
+    if runs.first_loss is None:
+        runs.first_loss = loss.clone()
+    blown = ~torch.isfinite(loss) | (loss > divergence_factor * runs.first_loss)
+    rows = runs.live.numpy()
+    hist.train_loss[rows, step] = torch.where(blown, np.nan, loss).numpy()
+    hist.train_acc[rows, step] = torch.where(blown, np.nan, acc).numpy()
+    if blown.any():
+        hist.diverged_at[runs.live[blown].numpy()] = step
+        runs.drop(blown, parked=True)  # parked on their finite initial values
+    return blown
+
+
+def _log_evaluation(forward, runs, hist, X_test, y_test, i, cfg):
+    """Evaluate the live runs on the test set (evaluation i); stop the runs at their target."""
+    if len(runs.live) == 0:  # every run has diverged or answered: nothing left to evaluate
+        return
+    loss, acc = _evaluate(forward, runs.params, X_test, y_test)
+    hist.test_loss[runs.live.numpy(), i], hist.test_acc[runs.live.numpy(), i] = loss.numpy(), acc.numpy()
+    if cfg.target is not None:
+        done = acc >= cfg.target if cfg.target_metric == "test_acc" else loss <= cfg.target
+        if done.any():
+            hist.reached_at[runs.live[done].numpy()] = hist.eval_steps[i]
+            runs.drop(done)
+
+
+def _next_batch(batches, cfg, step, live, num_examples):
+    """Indices (len(live), batch_size) of the live runs' batch at this step."""
+    if isinstance(batches, torch.Tensor):  # given orders
+        return batches[live, step]
+    if cfg.batch_schedule is None:
+        return batches.batch(step, live)
+    batch_size = int(round(_schedule_value(cfg.batch_schedule, step, "batch_schedule")))
+    return batches.take(live, check_batch_size(batch_size, num_examples))
+
+
+def _fit(model, params, data, cfg, lrs, seeds, callback=None, lr_schedules=None, betas=None, eps=None, orders=None):
     """Train stacked parameters {name: (num_runs, ...)} in place; the core of train and train_many.
 
     Only live runs (neither diverged nor at their target) are computed: when a run stops, its parameters are
     written back to `params` and the batched model shrinks to the runs still going. `lr_schedules` holds one
     schedule (or None) per run; None everywhere falls back to cfg.lr_schedule. `betas` and `eps` hold Adam's
-    settings per run; None falls back to cfg.betas and cfg.eps.
+    settings per run; None falls back to cfg.betas and cfg.eps. `orders` (num_runs, steps, batch_size), if given,
+    are the runs' batches instead of their seeds' shuffles.
     """
     X, y, X_test, y_test = data
-    _check_config(cfg, X, y, X_test, y_test, lrs)
+    _check_config(cfg, X, y, X_test, y_test, lrs, ordered=orders is not None)
     num_runs = len(lrs)
     betas = [cfg.betas] * num_runs if betas is None else [_check_betas(b) for b in betas]
     eps = [cfg.eps] * num_runs if eps is None else [check_positive_float(e, "eps") for e in eps]
     if len(betas) != num_runs or len(eps) != num_runs:
         raise ValueError(f"betas and eps must hold one value per run, {num_runs} in all")
-    if lr_schedules is None:
-        lr_schedules = [cfg.lr_schedule] * num_runs
-    schedules = [s if s is not None else (lambda step: 1.0) for s in lr_schedules]
-    scheduled = any(s is not None for s in lr_schedules)
-    model_buffers = dict(model.named_buffers())
-
-    def run_logits(p, b, x):
-        return functional_call(model, (p, b), (x,))
-
-    batched = torch.func.vmap(run_logits)  # each run gets its own inputs
-    shared = torch.func.vmap(run_logits, in_dims=(0, 0, None))  # every run sees the same inputs
-    orders = _Orders(len(X), cfg.batch_size, seeds)
-    live = torch.arange(num_runs)  # run numbers still training
-    lp = {k: v.detach().clone() for k, v in params.items()}  # live parameters (len(live), ...)
-    initial = {k: v.detach().clone() for k, v in params.items()}
-    # optimizer state per parameter, (len(live), ...): SGD's velocity, Adam's moments
-    state = {s: {k: torch.zeros_like(v) for k, v in lp.items()} for s in ("velocity", "exp_avg", "exp_avg_sq")}
-    beta1 = np.array([b[0] for b in betas])  # (len(live),), float64 as torch.optim keeps them
-    beta2 = np.array([b[1] for b in betas])
-    run_eps = np.array(eps)  # (len(live),)
-    lr = torch.tensor(lrs, dtype=X.dtype)  # (len(live),)
-    first_loss = None  # (len(live),)
-    diverged_at = np.full(num_runs, -1)
-    reached_at = np.full(num_runs, -1)
-    train_loss = np.full((num_runs, cfg.num_steps), np.nan)
-    train_acc = np.full((num_runs, cfg.num_steps), np.nan)
-    eval_steps = _eval_steps(cfg.num_steps, cfg.eval_every, cfg.eval_growth)
-    test_loss = np.full((num_runs, len(eval_steps)), np.nan)
-    test_acc = np.full((num_runs, len(eval_steps)), np.nan)
-
-    def buffers():
-        return {k: v.expand(len(live), *v.shape) for k, v in model_buffers.items()}
-
-    def drop(stop, parked):
-        """Remove the live runs flagged in `stop` (bool, (len(live),)), writing back their parameters."""
-        nonlocal live, lr, first_loss, beta1, beta2, run_eps
-        keep = ~stop
-        for k in lp:
-            params[k][live[stop]] = initial[k][live[stop]] if parked else lp[k][stop]
-            lp[k] = lp[k][keep]
-            for s in state.values():
-                s[k] = s[k][keep]
-        lr, live = lr[keep], live[keep]
-        beta1, beta2, run_eps = beta1[keep.numpy()], beta2[keep.numpy()], run_eps[keep.numpy()]
-        if first_loss is not None:
-            first_loss = first_loss[keep]
-
-    def evaluate(i, step):
-        if len(live) == 0:  # every run has diverged or answered: nothing left to evaluate
-            return
-        with torch.no_grad():
-            logits = shared(lp, buffers(), X_test)  # (len(live), num_test, num_classes)
-            loss = F.cross_entropy(logits.flatten(0, 1), y_test.repeat(len(live)), reduction="none")
-            loss = loss.view(len(live), -1).mean(1)
-            acc = (logits.argmax(-1) == y_test).double().mean(1)
-        test_loss[live.numpy(), i], test_acc[live.numpy(), i] = loss.numpy(), acc.numpy()
-        if cfg.target is not None:
-            done = acc >= cfg.target if cfg.target_metric == "test_acc" else loss <= cfg.target
-            if done.any():
-                reached_at[live[done].numpy()] = step
-                drop(done, parked=False)
-
-    evaluate(0, 0)
+    lr_schedules = [cfg.lr_schedule] * num_runs if lr_schedules is None else lr_schedules
+    schedules = None if all(s is None for s in lr_schedules) else \
+        [s if s is not None else (lambda step: 1.0) for s in lr_schedules]
+    if orders is not None and cfg.batch_schedule is not None:
+        raise ValueError("orders give every batch: cfg.batch_schedule must be None with them")
+    batches = _Orders(len(X), cfg.batch_size, seeds) if orders is None else \
+        _check_orders(orders, num_runs, len(X), cfg.num_steps)
+    forward, runs = _Stacked(model), _Runs(params, lrs, betas, eps, X.dtype)
+    hist = _empty_history(num_runs, cfg.num_steps, _eval_steps(cfg.num_steps, cfg.eval_every, cfg.eval_growth),
+                          grad_norm=cfg.clip_norm is not None)
+    _log_evaluation(forward, runs, hist, X_test, y_test, 0, cfg)
     for step in tqdm(range(cfg.num_steps), disable=not cfg.progress, leave=False, desc="training"):
-        if len(live) == 0:
+        if len(runs.live) == 0:
             break  # every run has answered
-        if cfg.batch_schedule is None:
-            idx = orders.batch(step, live)  # (len(live), batch_size)
-        else:
-            batch_size = check_batch_size(int(round(_schedule_value(cfg.batch_schedule, step, "batch_schedule"))),
-                                          len(X))
-            idx = orders.take(live, batch_size)
-        xb, yb = X[idx], y[idx]  # (len(live), batch_size, ...)
-        for v in lp.values():
-            v.requires_grad_(True)
-        logits = batched(lp, buffers(), xb)  # (len(live), batch_size, num_classes)
-        loss = F.cross_entropy(logits.flatten(0, 1), yb.flatten(), reduction="none").view(len(live), -1).mean(1)
-        grads = torch.autograd.grad(loss.sum(), list(lp.values()))
+        idx = _next_batch(batches, cfg, step, runs.live, len(X))  # (len(live), batch_size)
+        loss, acc, grads = _loss_and_grads(forward, runs.params, X[idx], y[idx])
         with torch.no_grad():
-            for v in lp.values():
-                v.requires_grad_(False)
-            if first_loss is None:
-                first_loss = loss.detach().clone()
-            blown = ~torch.isfinite(loss) | (loss > cfg.divergence_factor * first_loss)
-            rows = live.numpy()
-            train_loss[rows, step] = torch.where(blown, np.nan, loss).numpy()
-            acc = (logits.argmax(-1) == yb).double().mean(1)
-            train_acc[rows, step] = torch.where(blown, np.nan, acc).numpy()
-            if blown.any():
-                diverged_at[live[blown].numpy()] = step
-                grads = [g[~blown] for g in grads]
-                drop(blown, parked=True)  # parked on their finite initial values
-            step_lr = lr
-            if cfg.optimizer != "sgd":  # Adam's constants: floats when every run shares them, else (len(live),)
-                adam = [beta1, beta2, 1 - beta1, 1 - beta2, 1 - beta1 ** (step + 1), np.sqrt(1 - beta2 ** (step + 1)),
-                        run_eps]
-                if len(set(zip(beta1, beta2, run_eps))) <= 1:
-                    adam = [float(a[0]) if len(a) else 0.0 for a in adam]
-                else:
-                    adam = [torch.tensor(a, dtype=lr.dtype) for a in adam]
-                b1, b2, c1, c2, bias1, bias2_sqrt, run_e = adam
-            if scheduled:
-                factors = [_schedule_value(schedules[r], step, "lr_schedule") for r in live.tolist()]
-                step_lr = lr * torch.tensor(factors, dtype=lr.dtype)
-            for (name, p), g in zip(lp.items(), grads):
-                shape = (len(live),) + (1,) * (p.ndim - 1)
-                run_lr = step_lr.view(shape)
-                if cfg.optimizer == "adamw":
-                    p.mul_(1 - run_lr * cfg.weight_decay)  # decoupled weight decay, as torch.optim.AdamW
-                elif cfg.weight_decay:
-                    g = g + cfg.weight_decay * p
-                if cfg.optimizer == "sgd":
-                    v = state["velocity"][name].mul_(cfg.momentum).add_(g) if cfg.momentum else g
-                    p.sub_(run_lr * v)
-                elif isinstance(b1, float):  # torch.optim.Adam's update, bias-corrected
-                    m = state["exp_avg"][name].mul_(b1).add_(g, alpha=c1)
-                    v2 = state["exp_avg_sq"][name].mul_(b2).addcmul_(g, g, value=c2)
-                    denom = (v2.sqrt() / bias2_sqrt).add_(run_e)
-                    p.sub_(run_lr / bias1 * m / denom)
-                else:  # the same with each run's betas and eps
-                    m = state["exp_avg"][name].mul_(b1.view(shape)).add_(c1.view(shape) * g)
-                    v2 = state["exp_avg_sq"][name].mul_(b2.view(shape)).add_(c2.view(shape) * g * g)
-                    denom = (v2.sqrt() / bias2_sqrt.view(shape)).add_(run_e.view(shape))
-                    p.sub_(run_lr / bias1.view(shape) * m / denom)
-            if (step + 1) in eval_steps:
-                evaluate(int(np.searchsorted(eval_steps, step + 1)), step + 1)
-        if callback is not None and (step + 1) % cfg.eval_every == 0 and len(live):
-            for k in lp:
-                params[k][live] = lp[k]
+            blown = _log_step(runs, hist, step, loss, acc, cfg.divergence_factor)
+            grads = [g[~blown] for g in grads] if blown.any() else grads
+            if cfg.clip_norm is not None:
+                norms, grads = _clip(grads, cfg.clip_norm)
+                hist.grad_norm[runs.live.numpy(), step] = norms.numpy()
+            lr = runs.lr
+            if schedules is not None:
+                lr = lr * torch.tensor([_schedule_value(schedules[r], step, "lr_schedule")
+                                        for r in runs.live.tolist()], dtype=lr.dtype)
+            runs.update(grads, lr, cfg, step)
+            if (step + 1) in hist.eval_steps:
+                _log_evaluation(forward, runs, hist, X_test, y_test, int(np.searchsorted(hist.eval_steps, step + 1)),
+                                cfg)
+        if callback is not None and (step + 1) % cfg.eval_every == 0 and len(runs.live):
+            runs.write_back()
             callback(step + 1, params)
-    for k in lp:
-        params[k][live] = lp[k]
-    return History(train_loss, train_acc, eval_steps, test_loss, test_acc, diverged_at >= 0, diverged_at,
-                   reached_at)
+    runs.write_back()
+    hist.diverged = hist.diverged_at >= 0
+    return hist
 
 
 def train(model, data, cfg=TrainConfig(), callback=None):
@@ -347,10 +466,12 @@ def train(model, data, cfg=TrainConfig(), callback=None):
         for k, v in model.named_parameters():
             v.copy_(params[k][0])
     return History(hist.train_loss[0], hist.train_acc[0], hist.eval_steps, hist.test_loss[0], hist.test_acc[0],
-                   hist.diverged[0], hist.diverged_at[0], hist.reached_at[0])
+                   hist.diverged[0], hist.diverged_at[0], hist.reached_at[0],
+                   grad_norm=None if hist.grad_norm is None else hist.grad_norm[0])
 
 
-def train_many(make_model, data, lrs, seeds=(0,), cfg=TrainConfig(), lr_schedules=None, betas=None, eps=None):
+def train_many(make_model, data, lrs, seeds=(0,), cfg=TrainConfig(), lr_schedules=None, betas=None, eps=None,
+               orders=None):
     """Train every (lr, seed) pair at once as one batched model; History arrays are (len(lrs) * len(seeds), ...).
 
     Introduced in chapter 1 (gradient variance). Runs are ordered lr-major: run i has
@@ -358,7 +479,10 @@ def train_many(make_model, data, lrs, seeds=(0,), cfg=TrainConfig(), lr_schedule
     `seeding.manual_seed(seed); make_model()` and matches `train` with that seed. `lr_schedules` (chapter 3):
     None (every run follows cfg.lr_schedule) or one schedule per lr, so each lr may have its own. `betas` and
     `eps` (chapter 3, Adam and AdamW): None (cfg.betas and cfg.eps for every run) or one (beta1, beta2) pair,
-    and one eps, per lr.
+    and one eps, per lr. `orders` (chapter 5.1): None (each run shuffles the data with its seed) or the batches
+    themselves, a torch.long tensor of example indices (num_runs, steps, batch_size), or (steps, batch_size) for
+    every run, with steps >= cfg.num_steps: run i trains on X[orders[i, t]] at step t, so a batch may repeat
+    examples or exceed the data set; cfg.batch_size is then not used, and cfg.batch_schedule must be None.
     """
     lrs, seeds = list(np.atleast_1d(lrs).astype(float)), [int(s) for s in np.atleast_1d(seeds)]
     if not lrs or not seeds:
@@ -384,10 +508,62 @@ def train_many(make_model, data, lrs, seeds=(0,), cfg=TrainConfig(), lr_schedule
     params = {k: v.detach() for k, v in params.items()}
     run_lrs = [lr for lr in lrs for _ in seeds]
     run_seeds = [s for _ in lrs for s in seeds]
-    hist = _fit(models[0], params, data, cfg, run_lrs, run_seeds, lr_schedules=lr_schedules, **per_lr)
+    hist = _fit(models[0], params, data, cfg, run_lrs, run_seeds, lr_schedules=lr_schedules, orders=orders, **per_lr)
     hist.params = params
     return hist
 
+
+# ---------------------------------------------------------------------------------------------------------------
+# trained runs, evaluated on other data (chapter 5.1)
+
+
+def _check_stacked(model, params, X, y=None):
+    """Raise unless params are stacked parameters {name: (num_runs, ...)} of model and (X, y) labelled examples."""
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    shapes = {k: v.shape for k, v in model.named_parameters()}
+    if not isinstance(params, dict) or set(params) != set(shapes) \
+            or not all(isinstance(v, torch.Tensor) and v.shape[1:] == shapes[k] for k, v in params.items()):
+        raise ValueError("params must map each parameter name of model to a tensor (num_runs, *its shape), "
+                         "e.g. History.params")
+    if len({len(v) for v in params.values()}) != 1 or len(next(iter(params.values()))) == 0:
+        raise ValueError(f"params must hold the same number of runs, one or more, for every name, got "
+                         f"{ {k: len(v) for k, v in params.items()} }")
+    check_data(X, X if y is None else y)  # (X, X): X alone
+    if y is not None and y.dtype != torch.long:
+        raise TypeError(f"y must hold integer class labels (torch.long), got dtype {y.dtype}")
+
+
+def evaluate(model, params, X, y):
+    """Cross-entropy and accuracy on (X, y) of every run of stacked parameters: two arrays (num_runs,).
+
+    Introduced in chapter 5.1 (the claims no other chapter tests). `params` is {name: (num_runs, ...)}, e.g.
+    `History.params`, and `model` a module of the same architecture, e.g. `models.MLP()`; its buffers serve
+    every run. The numbers are those `train_many` logs at an evaluation.
+    """
+    _check_stacked(model, params, X, y)
+    loss, acc = _evaluate(_Stacked(model), params, X, y)
+    return loss.numpy(), acc.numpy()
+
+
+def predict(model, params, X):
+    """Predicted classes (num_runs, N) of every run of stacked parameters on X. Introduced in chapter 5.1."""
+    _check_stacked(model, params, X)
+    with torch.no_grad():
+        return _Stacked(model)(params, X, shared=True).argmax(-1)
+
+
+def recall_per_class(model, params, X, y):
+    """Recall of each class (num_runs, num_classes) of every run of stacked parameters on (X, y).
+
+    Introduced in chapter 5.1 (class imbalance): the fraction of the examples of class k predicted as k, NaN
+    for a class with no example in y.
+    """
+    _check_stacked(model, params, X, y)
+    with torch.no_grad():
+        logits = _Stacked(model)(params, X, shared=True)  # (num_runs, N, num_classes)
+    pred = logits.argmax(-1)
+    return torch.stack([(pred[:, y == k] == k).double().mean(1) for k in range(logits.shape[-1])], 1).numpy()
 
 # ---------------------------------------------------------------------------------------------------------------
 # schedules: plain callables of the step (chapter 3)
@@ -511,7 +687,8 @@ def _stack_histories(hists):
 
     params = {k: torch.cat([h.params[k] for h in hists]) for k in hists[0].params}
     return History(rows("train_loss"), rows("train_acc"), hists[0].eval_steps, rows("test_loss"), rows("test_acc"),
-                   rows("diverged"), rows("diverged_at"), rows("reached_at"), params)
+                   rows("diverged"), rows("diverged_at"), rows("reached_at"), params,
+                   None if hists[0].grad_norm is None else rows("grad_norm"))
 
 
 def sweep(make_model, data, batch_sizes, lrs, seeds=(0,), cfg=TrainConfig(), num_epochs=None, lr_window=None):
@@ -567,8 +744,10 @@ def sweep(make_model, data, batch_sizes, lrs, seeds=(0,), cfg=TrainConfig(), num
         else:  # the calls' runs, put back in grid order
             merged = _stack_histories([h for _, h in calls])
             order = np.argsort(np.concatenate([np.repeat(t, len(seeds)) for t, _ in calls]), kind="stable")
-            for name in ("train_loss", "train_acc", "test_loss", "test_acc", "diverged", "diverged_at", "reached_at"):
-                setattr(merged, name, getattr(merged, name)[order])
+            for name in ("train_loss", "train_acc", "test_loss", "test_acc", "diverged", "diverged_at", "reached_at",
+                         "grad_norm"):
+                if getattr(merged, name) is not None:
+                    setattr(merged, name, getattr(merged, name)[order])
             merged.params = {k: v[torch.from_numpy(order)] for k, v in merged.params.items()}
         histories.append(merged)
     return Sweep(np.array(batch_sizes), lrs, acc, loss, div, histories, trained)
