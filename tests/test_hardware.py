@@ -382,3 +382,17 @@ def test_results_ship_with_the_package_and_load_by_default():
     assert hw.load_results() == hw.load_results(folder)
     for record in hw.load_results():  # whatever is committed there is a result of benchmarks/hardware.py
         assert {"device_name", "torch", "cuda", "date"} <= set(record["provenance"]), record["file"]
+
+
+def test_seconds_at_interpolates_the_step_time_log_log_and_holds_the_ends():
+    B = np.array([1, 4, 16])
+    t = np.array([1e-3, 2e-3, 8e-3])
+    tp = hw.Throughput(B, t, t, t, np.zeros(3))
+    np.testing.assert_allclose(tp.seconds_at(B), t, rtol=1e-12)
+    assert tp.seconds_at(2)[()] == pytest.approx(np.sqrt(1e-3 * 2e-3), rel=1e-12)  # halfway in log B
+    np.testing.assert_allclose(tp.seconds_at([0.5, 64]), [1e-3, 8e-3])  # the ends held
+    np.testing.assert_allclose(tp.seconds_at([8], times=2 * t), [2 * np.sqrt(2e-3 * 8e-3)], rtol=1e-12)
+    with pytest.raises(ValueError, match="one value per measured batch size"):
+        tp.seconds_at([2], times=[1.0, 2.0])
+    with pytest.raises(ValueError, match="> 0"):
+        tp.seconds_at([0])

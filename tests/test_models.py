@@ -101,3 +101,25 @@ def test_cnn1d_rejects_more_than_one_channel(shape):
 def test_bad_sizes_raise(make, match):
     with pytest.raises(ValueError, match=match):
         make()
+
+
+def test_mlp_with_batch_norm_normalises_with_the_batch_and_starts_as_the_hand_built_network():
+    import torch
+    from torch import nn
+    from batchsize import models
+
+    torch.manual_seed(0)
+    model = models.MLP(batch_norm=True)
+    torch.manual_seed(0)
+    reference = nn.Sequential(nn.Linear(40, 100), nn.BatchNorm1d(100, track_running_stats=False), nn.ReLU(),
+                              nn.Linear(100, 100), nn.BatchNorm1d(100, track_running_stats=False), nn.ReLU(),
+                              nn.Linear(100, 10))
+    assert [k for k, _ in model.named_parameters()] == [k for k, _ in reference.named_parameters()]
+    for a, b in zip(model.parameters(), reference.parameters()):
+        assert torch.equal(a, b)
+    X = torch.randn(16, 40)
+    model.eval()
+    hidden = model[1](model[0](X))  # evaluation too normalises with the batch's own statistics
+    assert torch.allclose(hidden.mean(0), torch.zeros(100), atol=1e-5)
+    with pytest.raises(TypeError, match="batch_norm"):
+        models.MLP(batch_norm="yes")

@@ -12,6 +12,13 @@ traps), plots (book style), widgets (interactive figures), claims (the web texts
 advise (a measured batch-size recommendation for a reader's own model); ddp (DistributedDataParallel against one
 process, the check that torchrun runs), coursework (the graded labs, built with otter-grader) and robustness (the
 notebooks run in a matrix of simulated CPUs, seeds, threads and load) are imported on their own.
+
+Figures follow one convention: `plots` holds the book's style, its batch-size colours and the one helper every
+chapter draws runs with (`plot_runs`); a figure of one module's results is drawn by a `plot_<what>` function beside
+the data it draws (`scaling.plot_steps`, `scaling.plot_generalization`, `advise.plot_advice`, and the plain functions
+behind the widgets, `widgets.plot_sgd_paths` and `widgets.plot_nqm`). Every timing of a step goes through
+`hardware.time_fn` (`hardware.time_interleaved` calls it round by round); `hardware.time_epoch` times one pass of
+an input pipeline, with the wait for its first batch.
 """
 from . import (advise, claims, data, grads, hardware, memory, models, parallel, plots, prose, scaling, seeding, sim,
                steps, train, tune, widgets)

@@ -387,7 +387,7 @@ def advise(model, data, time_budget_s=30.0, ref_batch_size=32, lr=None, device=N
     if ref_batch_size > measured[-1]:
         notes.append(f"ref_batch_size lowered from {ref_batch_size} to {int(measured[-1])}, the largest measured")
         ref_batch_size = int(measured[-1])
-    t_ref = float(np.interp(np.log(ref_batch_size), np.log(measured), throughput.median_s))
+    t_ref = float(throughput.seconds_at(ref_batch_size))
 
     # 3. a learning rate at the reference batch size: given, or a short probe of chapter 2's grid, sized to fit its
     # deadline from the measured step time (2 t_ref per learning rate and step: each step also evaluates)

@@ -239,6 +239,21 @@ class Throughput:
         """Examples processed per second at each batch size (from the median time)."""
         return self.batch_sizes / self.median_s
 
+    def seconds_at(self, batch_sizes, times=None):
+        """Seconds per step at batch_sizes, interpolated log-log between the measured ones. Chapter 6 (advise).
+
+        times (num_batch_sizes,) replaces the medians, e.g. one round of `time_interleaved`; outside the measured
+        range the end values are held.
+        """
+        times = self.median_s if times is None else np.asarray(times, dtype=float)
+        if times.shape != np.shape(self.batch_sizes):
+            raise ValueError(f"times must have one value per measured batch size {np.shape(self.batch_sizes)}, got "
+                             f"shape {times.shape}")
+        batch_sizes = np.asarray(batch_sizes, dtype=float)
+        if np.any(~(batch_sizes > 0)) or np.any(~(times > 0)):
+            raise ValueError("batch sizes and times must be > 0")
+        return np.exp(np.interp(np.log(batch_sizes), np.log(self.batch_sizes), np.log(times)))
+
     def as_dict(self):
         """Plain lists, for JSON."""
         return {k: getattr(self, k).tolist() for k in ("batch_sizes", "median_s", "q25_s", "q75_s", "flops")}

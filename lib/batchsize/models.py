@@ -1,18 +1,27 @@
-"""Small models for MNIST-1D: an MLP and a 1-D CNN, without batch norm so per-example gradients exist."""
+"""Small models for MNIST-1D: an MLP and a 1-D CNN, without batch norm (unless asked) so per-example gradients exist."""
 from torch import nn
 
 from ._checks import check_positive_int
 
 
 class MLP(nn.Sequential):
-    """A ReLU multilayer perceptron, 40 -> 100 -> 100 -> 10 by default. Introduced in chapter 1."""
+    """A ReLU multilayer perceptron, 40 -> 100 -> 100 -> 10 by default. Introduced in chapter 1.
 
-    def __init__(self, in_features=40, hidden=(100, 100), num_classes=10):
+    batch_norm=True puts a BatchNorm1d before each ReLU that normalises with the statistics of the batch it is given,
+    in training and in evaluation alike (no running averages); chapter 5.1 trains it. Such a model mixes the
+    examples of a batch, so it has no per-example gradients.
+    """
+
+    def __init__(self, in_features=40, hidden=(100, 100), num_classes=10, batch_norm=False):
         sizes = [check_positive_int(n, "layer size") for n in (in_features, *hidden, num_classes)]
+        if not isinstance(batch_norm, bool):
+            raise TypeError(f"batch_norm must be True or False, got {batch_norm!r}")
         layers = []
         for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
             layers.append(nn.Linear(n_in, n_out))
             if i < len(sizes) - 2:
+                if batch_norm:
+                    layers.append(nn.BatchNorm1d(n_out, track_running_stats=False))
                 layers.append(nn.ReLU())
         super().__init__(*layers)
 
