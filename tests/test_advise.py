@@ -102,6 +102,35 @@ def test_fixed_work_does_not_depend_on_the_speed_of_the_machine(tiny_advice, mon
     assert cut.probe_num_steps == 1 and list(cut.noise_steps) == [0]
 
 
+
+def test_deadlines_give_each_phase_its_share_of_the_time_left(monkeypatch):
+    """advise's bookkeeping on its own, on a clock that advances 1 s per reading (budget 10 s, from 0 s)."""
+    monkeypatch.setattr(advise, "_clock", slow_clock(1.0))
+    clock = advise._Deadlines(advise._clock(), 10.0)
+    clock.begin("finder")  # at 1 s: deadline 1 + 0.25 (10 - 1)
+    clock.unit()
+    clock.unit()
+    with pytest.raises(advise._OutOfTime):
+        clock.unit()  # at 4 s, past the deadline: the phase is cut
+    clock.begin("noise")  # at 5 s: ends the finder there; deadline 5 + 0.9 (10 - 5)
+    clock.end(clock.now())
+    finder, noise = clock.phases["finder"], clock.phases["noise"]
+    assert (finder.start_s, finder.end_s, finder.unit_starts_s, finder.stopped_s) == (1, 5, (2, 3), 4)
+    assert finder.deadline_s == pytest.approx(3.25) and finder.cut and finder.units == 2
+    assert (noise.start_s, noise.end_s, noise.units, noise.cut) == (5, 6, 0, False)
+    assert noise.deadline_s == pytest.approx(9.5)
+
+
+def test_the_first_unit_of_a_phase_runs_even_past_its_deadline(monkeypatch):
+    monkeypatch.setattr(advise, "_clock", slow_clock(1.0))
+    clock = advise._Deadlines(advise._clock(), 1.0)
+    clock.begin("probe")  # at 1 s: no time left, so the deadline is now
+    clock.unit()  # at 2 s: the first unit runs
+    with pytest.raises(advise._OutOfTime):
+        clock.unit()
+    clock.end(clock.now())
+    assert clock.phases["probe"] == advise.Phase(1.0, 1.0, 4.0, (2.0,), 3.0)
+
 def check_budget_accounting(a):
     """The budget as `advise` keeps it: contiguous phases, each with its share of the time left as its deadline,
     no unit of work after the first starting past the deadline, and a phase cut only by a failed deadline check.

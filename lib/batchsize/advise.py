@@ -175,6 +175,7 @@ def _make_model_fn(model):
 
 
 def _check_data4(data):
+    """Raise unless data is (X_train, y_train, X_test, y_test) with integer labels; returns the training-set size."""
     if not isinstance(data, (tuple, list)) or len(data) != 4:
         raise TypeError("data must be a tuple (X_train, y_train, X_test, y_test) of tensors, "
                         "e.g. data.load_mnist1d()")
@@ -227,6 +228,278 @@ def recommend(throughput, b_noise, spread=3.0, tolerance=0.1):
     return best, (int(B[good].min()), int(B[good].max()))
 
 
+# ----------------------------------------------------------------------------------------------------------------
+# the procedure: checked settings, the deadlines, one function per phase
+
+
+@dataclass(frozen=True)
+class _Settings:
+    """The checked arguments of one `advise` call and what follows from them (chapter 6)."""
+
+    make_model: object  # a function returning a fresh model (`_make_model_fn`)
+    data: tuple  # (X_train, y_train, X_test, y_test) as given
+    num_examples: int
+    num_classes: int
+    device: str
+    budget: float  # seconds; inf with fixed work
+    fixed_work: bool
+    rounds: int
+    cap: int  # the largest batch to consider
+    ref_batch_size: int  # as given (checked); the phases may lower it
+    lr: float  # None: probe
+    memory_budget_bytes: int
+    num_noise_points: int
+    max_train_steps: int
+    probe_steps: int
+    num_noise_examples: int
+    spread: float
+    tolerance: float
+    repeats: int
+    seed: int
+    threads: int
+
+    def pin(self):
+        """A fresh context each time: torch's CPU threads pinned as for every timing of chapter 4."""
+        return hardware.num_threads(self.threads) if self.threads is not None else contextlib.nullcontext()
+
+
+def _check_mode(fixed_work, time_budget_s, rounds):
+    """The time budget (inf with fixed work) and the checked rounds: (budget, rounds); raises on bad input."""
+    if not isinstance(fixed_work, bool):
+        raise TypeError(f"fixed_work must be True or False, got {fixed_work!r}")
+    if fixed_work:
+        if time_budget_s is not None:
+            check_positive_float(time_budget_s, "time_budget_s")
+        return math.inf, check_positive_int(rounds, "rounds")
+    return check_positive_float(time_budget_s, "time_budget_s"), rounds
+
+
+def _checked_settings(model, data, time_budget_s, ref_batch_size, lr, device, memory_budget_bytes, max_batch_size,
+                      num_noise_points, max_train_steps, probe_steps, num_noise_examples, spread, tolerance, repeats,
+                      seed, threads, fixed_work, rounds):
+    """advise's arguments checked (in advise's order of checks, so the first bad one is reported) as `_Settings`."""
+    budget, rounds = _check_mode(fixed_work, time_budget_s, rounds)
+    make_model = _make_model_fn(model)
+    num_examples = _check_data4(data)
+    ref_batch_size = check_batch_size(ref_batch_size, num_examples)
+    cap = num_examples if max_batch_size is None else min(check_positive_int(max_batch_size, "max_batch_size"),
+                                                          num_examples)
+    if lr is not None:
+        lr = check_positive_float(lr, "lr")
+    if memory_budget_bytes is not None:
+        memory_budget_bytes = check_positive_int(memory_budget_bytes, "memory_budget_bytes")
+    num_noise_points = check_positive_int(num_noise_points, "num_noise_points")
+    max_train_steps = check_positive_int(max_train_steps, "max_train_steps")
+    probe_steps = check_positive_int(probe_steps, "probe_steps")
+    num_noise_examples = check_positive_int(num_noise_examples, "num_noise_examples")
+    spread = _check_spread_and_tolerance(spread, tolerance)
+    repeats = check_positive_int(repeats, "repeats")
+    if threads is not None:
+        threads = check_positive_int(threads, "threads")
+    device = hardware.default_device() if device is None else str(device)
+    X, y, X_test, y_test = data
+    num_classes = int(max(y.max(), y_test.max())) + 1
+    return _Settings(make_model, (X, y, X_test, y_test), num_examples, num_classes, device, budget, fixed_work, rounds,
+                     cap, ref_batch_size, lr, memory_budget_bytes, num_noise_points, max_train_steps, probe_steps,
+                     num_noise_examples, spread, tolerance, repeats, seed, threads)
+
+
+class _Deadlines:
+    """The time budget of one `advise` call: its phases one after the other, each with its deadline (chapter 6)."""
+
+    def __init__(self, start, budget):
+        self.start, self.budget = start, budget  # _clock() when the call began; seconds (inf with fixed work)
+        self.phases = {}  # name -> Phase, for the phases that ended
+        self.name = self.deadline = None  # the phase under way, and its deadline in seconds since start
+        self._begun, self._units, self._stopped = None, [], None
+
+    def now(self):
+        """Seconds since the call began."""
+        return _clock() - self.start
+
+    def begin(self, name):
+        """End the phase under way; the new one may use its share of the time left."""
+        t = self.now()
+        self.end(t)
+        self.name, self._begun, self._units, self._stopped = name, t, [], None
+        self.deadline = t + _PHASE_SHARES[name] * max(0.0, self.budget - t)
+
+    def end(self, t):
+        """End the phase under way (if any) at t, recording it as a `Phase`."""
+        if self.name is not None:
+            self.phases[self.name] = Phase(self._begun, self.deadline, t, tuple(self._units), self._stopped)
+            self.name = None
+
+    def unit(self):
+        """Called before each unit of work: the first always runs, later ones only by the deadline (else _OutOfTime)."""
+        t = self.now()
+        if self._units and t > self.deadline:
+            self._stopped = t
+            raise _OutOfTime
+        self._units.append(t)
+
+
+def _find_max_fit(s, clock, notes):
+    """Phase 1 (chapter 4): the largest batch that fits, doubling then bisecting; returns (finder, max_fit)."""
+    clock.begin("finder")
+    X, y = s.data[:2]
+    seeding.manual_seed(s.seed)
+    probe_model = s.make_model().to(s.device)
+    if s.memory_budget_bytes is not None:
+        budget_step = memory.step_within_budget(probe_model, X[:s.cap].to(s.device), y[:s.cap].to(s.device),
+                                                s.memory_budget_bytes)
+    opt = torch.optim.SGD(probe_model.parameters(), lr=1e-3)
+    ran = []
+
+    def try_step(batch_size):
+        clock.unit()
+        if s.memory_budget_bytes is not None:
+            budget_step(batch_size)
+        else:
+            training_step(probe_model, X[:batch_size].to(s.device), y[:batch_size].to(s.device), opt)
+        ran.append(batch_size)
+
+    try:
+        with s.pin():
+            finder = memory.find_batch_size(try_step, s.cap, start=1, margin=0.1)
+        return finder, finder.batch_size if finder.smallest_failed is not None else finder.largest_fit
+    except _OutOfTime:
+        notes.append(f"the finder was cut short by the time budget; batch sizes up to {max(ran)} ran")
+        return None, max(ran)
+
+
+def _time_steps(s, clock, notes, max_fit):
+    """Phase 2 (chapter 4): time per step on the grid of batch sizes up to max_fit; returns (throughput, step_times)."""
+    clock.begin("throughput")
+    grid = _grid(max_fit)
+    if s.fixed_work:
+        return _time_interleaved_grid(s, clock, grid)
+    return _time_grid_by_deadline(s, clock, notes, grid), None
+
+
+def _time_interleaved_grid(s, clock, grid):
+    """Fixed work: every batch size in each round, in a new random order: drifts of a shared machine spread evenly."""
+    seeding.manual_seed(s.seed)
+    tp_model = s.make_model().to(s.device)
+    steps, flops = [], []
+    with s.pin():
+        for batch_size in grid:
+            clock.unit()
+            Xs, ys = hardware.synthetic_batch(batch_size, tuple(s.data[0].shape[1:]), s.num_classes, s.device)
+            steps.append(hardware.make_train_step(tp_model, Xs, ys))
+            flops.append(hardware.count_flops(steps[-1]))  # also a first warm-up call
+    step_times = hardware.time_interleaved(steps, rounds=s.rounds, repeats=s.repeats, warmup=1, device=s.device,
+                                           threads=s.threads, seed=s.seed)  # (rounds, len(grid))
+    q25, median, q75 = np.percentile(step_times, [25, 50, 75], axis=0)
+    return hardware.Throughput(np.array(grid, dtype=np.int64), median, q25, q75, np.array(flops)), step_times
+
+
+def _time_grid_by_deadline(s, clock, notes, grid):
+    """Time budget: one batch size after the other, each on a fresh model, until the phase's deadline."""
+    rows = []
+    try:
+        for batch_size in grid:
+            clock.unit()
+            seeding.manual_seed(s.seed)
+            t = hardware.measure_throughput(s.make_model(), [batch_size], in_shape=tuple(s.data[0].shape[1:]),
+                                            num_classes=s.num_classes, device=s.device, repeats=s.repeats,
+                                            warmup=3, threads=s.threads)
+            rows.append((batch_size, t.median_s[0], t.q25_s[0], t.q75_s[0], t.flops[0]))
+    except _OutOfTime:
+        notes.append(f"throughput measured up to batch size {rows[-1][0]} only (time budget)")
+    cols = [np.array(c) for c in zip(*rows)]
+    return hardware.Throughput(cols[0].astype(np.int64), *cols[1:])
+
+
+def _measured_ref_batch_size(ref_batch_size, throughput, notes):
+    """ref_batch_size, lowered (with a note) to the largest measured batch size if it lies above it."""
+    largest = int(throughput.batch_sizes[-1])
+    if ref_batch_size > largest:
+        notes.append(f"ref_batch_size lowered from {ref_batch_size} to {largest}, the largest measured")
+        return largest
+    return ref_batch_size
+
+
+def _probe_lr(s, clock, notes, train_data, cfg, t_ref):
+    """Phase 3 (chapter 2's grid): the lr at cfg.batch_size, given or probed; returns (lrs, losses, steps, lr)."""
+    if s.lr is not None:
+        return np.zeros(0), np.zeros(0), 0, s.lr
+    # a short probe, sized to fit its deadline from the measured step time (2 t_ref per lr and step: each step also
+    # evaluates)
+    clock.begin("probe")
+    probe_lrs = np.array(PROBE_LRS)
+    affordable = (clock.deadline - clock.now()) / (2 * len(probe_lrs) * t_ref)
+    steps = max(1, int(min(affordable, s.probe_steps)))
+    if steps < s.probe_steps:
+        notes.append(f"the learning-rate probe ran {steps} steps instead of {s.probe_steps} (time budget)")
+    clock.unit()
+    with s.pin():
+        hist = train_many(s.make_model, train_data, probe_lrs, [s.seed], replace(cfg, num_steps=steps,
+                                                                                 eval_every=steps))
+    probe_loss = np.where(hist.diverged, np.nan, hist.test_loss[:, -1])
+    if np.all(np.isnan(probe_loss)):
+        raise RuntimeError(f"every learning rate of the probe diverged at batch size {cfg.batch_size}; give lr")
+    return probe_lrs, probe_loss, steps, float(probe_lrs[np.nanargmin(probe_loss)])
+
+
+def _noise_scale(model, Xn, yn, ref_batch_size, seed):
+    """B_simple of model on (Xn, yn): exact per-example gradients, else McCandlish et al.'s two-batch estimator."""
+    try:
+        return grads.gradient_stats(model, Xn, yn).b_simple
+    except TypeError:  # layers without the exact per-example path
+        b_big = min(len(Xn), max(4 * ref_batch_size, 2))
+        return grads.estimate_noise_scale(model, Xn, yn, max(1, b_big // 8), b_big, num_draws=20, seed=seed).b_simple
+
+
+def _measure_noise(s, clock, notes, train_data, cfg, t_ref, lr):
+    """Phase 4 (chapter 1): B_simple at a few points of a short run at lr; returns (noise_steps, b_simple)."""
+    Xn, yn = s.data[0][:s.num_noise_examples].to(s.device), s.data[1][:s.num_noise_examples].to(s.device)
+    noise_steps, b_simple = [], []
+
+    def measure(step, m):  # each measurement is a unit of work
+        clock.unit()
+        noise_steps.append(step)
+        b_simple.append(_noise_scale(m, Xn, yn, cfg.batch_size, s.seed))
+
+    # the run sized to fit the deadline (3 t_ref per step, with the measurements)
+    clock.begin("noise")
+    affordable = (clock.deadline - clock.now()) / (3 * t_ref)
+    num_steps = max(s.num_noise_points, int(min(affordable, s.max_train_steps)))
+    if num_steps < s.max_train_steps:
+        notes.append(f"the training run was shortened to {num_steps} steps instead of {s.max_train_steps} "
+                     f"(time budget)")
+    every = max(1, num_steps // s.num_noise_points)
+    seeding.manual_seed(s.seed)
+    run = s.make_model().to(s.device)
+    try:
+        with s.pin():
+            measure(0, run)
+            train(run, train_data, replace(cfg, lr=lr, num_steps=every * s.num_noise_points, eval_every=every),
+                  callback=measure)
+    except _OutOfTime:
+        notes.append(f"the noise scale was measured at {len(noise_steps)} of {s.num_noise_points + 1} points "
+                     f"(time budget)")
+    clock.end(clock.now())
+    return np.array(noise_steps), np.array(b_simple, dtype=float)
+
+
+def _b_noise(b_simple):
+    """The noise scale used: the median of the later half of the finite, positive B_simple (it grows as loss falls)."""
+    finite = b_simple[np.isfinite(b_simple) & (b_simple > 0)]
+    if finite.size == 0:
+        raise RuntimeError("the gradient noise scale could not be measured (the gradient vanished or the "
+                           "training run diverged); give a smaller lr")
+    return float(np.median(finite[len(finite) // 2:]))
+
+
+def _recommend_lr(s, throughput, b_noise, ref_batch_size, lr):
+    """Phase 5: the best batch size and range (`recommend`), its lr by the rule, and a warmup where that raises it."""
+    best, batch_range = recommend(throughput, b_noise, s.spread, s.tolerance)
+    best_lr = scaled_lr(lr, ref_batch_size, best, b_noise)
+    warmup_steps = max(1, s.num_examples // best) if best_lr > lr * (1 + 1e-9) else 0
+    return best, batch_range, best_lr, warmup_steps
+
+
 def advise(model, data, time_budget_s=30.0, ref_batch_size=32, lr=None, device=None, memory_budget_bytes=None,
            max_batch_size=None, num_noise_points=10, max_train_steps=500, probe_steps=200, num_noise_examples=2000,
            spread=3.0, tolerance=0.1, repeats=10, seed=0, threads=1, fixed_work=False, rounds=5):
@@ -264,204 +537,24 @@ def advise(model, data, time_budget_s=30.0, ref_batch_size=32, lr=None, device=N
     fixed_work, rounds : the fixed-work mode above, and its number of interleaved timing rounds.
     """
     start = _clock()
-    if not isinstance(fixed_work, bool):
-        raise TypeError(f"fixed_work must be True or False, got {fixed_work!r}")
-    if fixed_work:
-        budget = math.inf
-        if time_budget_s is not None:
-            check_positive_float(time_budget_s, "time_budget_s")
-        rounds = check_positive_int(rounds, "rounds")
-    else:
-        budget = check_positive_float(time_budget_s, "time_budget_s")
-    make_model = _make_model_fn(model)
-    num_examples = _check_data4(data)
-    ref_batch_size = check_batch_size(ref_batch_size, num_examples)
-    cap = num_examples if max_batch_size is None else min(check_positive_int(max_batch_size, "max_batch_size"),
-                                                          num_examples)
-    if lr is not None:
-        lr = check_positive_float(lr, "lr")
-    if memory_budget_bytes is not None:
-        memory_budget_bytes = check_positive_int(memory_budget_bytes, "memory_budget_bytes")
-    num_noise_points = check_positive_int(num_noise_points, "num_noise_points")
-    max_train_steps = check_positive_int(max_train_steps, "max_train_steps")
-    probe_steps = check_positive_int(probe_steps, "probe_steps")
-    num_noise_examples = check_positive_int(num_noise_examples, "num_noise_examples")
-    spread = _check_spread_and_tolerance(spread, tolerance)
-    repeats = check_positive_int(repeats, "repeats")
-    if threads is not None:
-        threads = check_positive_int(threads, "threads")
-    device = hardware.default_device() if device is None else str(device)
-    X, y, X_test, y_test = data
-    num_classes = int(max(y.max(), y_test.max())) + 1
-    phases, notes = {}, []
-    current = {}  # the phase under way: name, start, deadline, unit starts, stopped
-
-    def now():  # seconds since the call began
-        return _clock() - start
-
-    def begin(phase):  # ends the phase under way; the new one may use its share of the time left
-        t = now()
-        end_phase(t)
-        current.update(name=phase, start=t, deadline=t + _PHASE_SHARES[phase] * max(0.0, budget - t),
-                       units=[], stopped=None)
-
-    def end_phase(t):
-        if current:
-            phases[current["name"]] = Phase(current["start"], current["deadline"], t, tuple(current["units"]),
-                                             current["stopped"])
-            current.clear()
-
-    def unit():  # called before each unit of work: the first always runs, later ones only before the deadline
-        t = now()
-        if current["units"] and t > current["deadline"]:
-            current["stopped"] = t
-            raise _OutOfTime
-        current["units"].append(t)
-
-    def pin():  # a fresh context each time: torch's CPU threads pinned as for every timing of chapter 4
-        return hardware.num_threads(threads) if threads is not None else contextlib.nullcontext()
-
-    # 1. the largest batch that fits (chapter 4): doubling, then bisecting
-    begin("finder")
-    seeding.manual_seed(seed)
-    probe_model = make_model().to(device)
-    if memory_budget_bytes is not None:
-        budget_step = memory.step_within_budget(probe_model, X[:cap].to(device), y[:cap].to(device),
-                                                memory_budget_bytes)
-    opt = torch.optim.SGD(probe_model.parameters(), lr=1e-3)
-    ran = []
-
-    def try_step(batch_size):
-        unit()
-        if memory_budget_bytes is not None:
-            budget_step(batch_size)
-        else:
-            training_step(probe_model, X[:batch_size].to(device), y[:batch_size].to(device), opt)
-        ran.append(batch_size)
-
-    finder = None
-    try:
-        with pin():
-            finder = memory.find_batch_size(try_step, cap, start=1, margin=0.1)
-        max_fit = finder.batch_size if finder.smallest_failed is not None else finder.largest_fit
-    except _OutOfTime:
-        max_fit = max(ran)
-        notes.append(f"the finder was cut short by the time budget; batch sizes up to {max_fit} ran")
-    del probe_model, opt
-
-    # 2. time per step against the batch size, and the knee (chapter 4)
-    begin("throughput")
-    grid = _grid(max_fit)
-    step_times = None
-    if fixed_work:  # every batch size in each round, in a new random order: drifts of a shared machine spread evenly
-        seeding.manual_seed(seed)
-        tp_model = make_model().to(device)
-        steps, flops = [], []
-        with pin():
-            for batch_size in grid:
-                unit()
-                Xs, ys = hardware.synthetic_batch(batch_size, tuple(X.shape[1:]), num_classes, device)
-                steps.append(hardware.make_train_step(tp_model, Xs, ys))
-                flops.append(hardware.count_flops(steps[-1]))  # also a first warm-up call
-        step_times = hardware.time_interleaved(steps, rounds=rounds, repeats=repeats, warmup=1, device=device,
-                                               threads=threads, seed=seed)  # (rounds, len(grid))
-        q25, median, q75 = np.percentile(step_times, [25, 50, 75], axis=0)
-        throughput = hardware.Throughput(np.array(grid, dtype=np.int64), median, q25, q75, np.array(flops))
-        del steps, tp_model
-    else:
-        rows = []
-        try:
-            for batch_size in grid:
-                unit()
-                seeding.manual_seed(seed)
-                t = hardware.measure_throughput(make_model(), [batch_size], in_shape=tuple(X.shape[1:]),
-                                                num_classes=num_classes, device=device, repeats=repeats,
-                                                warmup=3, threads=threads)
-                rows.append((batch_size, t.median_s[0], t.q25_s[0], t.q75_s[0], t.flops[0]))
-        except _OutOfTime:
-            notes.append(f"throughput measured up to batch size {rows[-1][0]} only (time budget)")
-        cols = [np.array(c) for c in zip(*rows)]
-        throughput = hardware.Throughput(cols[0].astype(np.int64), *cols[1:])
+    s = _checked_settings(model, data, time_budget_s, ref_batch_size, lr, device, memory_budget_bytes, max_batch_size,
+                          num_noise_points, max_train_steps, probe_steps, num_noise_examples, spread, tolerance,
+                          repeats, seed, threads, fixed_work, rounds)
+    clock, notes = _Deadlines(start, s.budget), []
+    finder, max_fit = _find_max_fit(s, clock, notes)
+    throughput, step_times = _time_steps(s, clock, notes, max_fit)
     knee = hardware.throughput_knee(throughput.batch_sizes, throughput.examples_per_s)
-    measured = throughput.batch_sizes
-    if ref_batch_size > measured[-1]:
-        notes.append(f"ref_batch_size lowered from {ref_batch_size} to {int(measured[-1])}, the largest measured")
-        ref_batch_size = int(measured[-1])
+    ref_batch_size = _measured_ref_batch_size(s.ref_batch_size, throughput, notes)
     t_ref = float(throughput.seconds_at(ref_batch_size))
-
-    # 3. a learning rate at the reference batch size: given, or a short probe of chapter 2's grid, sized to fit its
-    # deadline from the measured step time (2 t_ref per learning rate and step: each step also evaluates)
-    train_data = (X.to(device), y.to(device), X_test.to(device), y_test.to(device))
-    cfg = TrainConfig(batch_size=ref_batch_size, progress=False, seed=seed)
-    probe_lrs, probe_loss, steps = np.zeros(0), np.zeros(0), 0
-    if lr is None:
-        begin("probe")
-        probe_lrs = np.array(PROBE_LRS)
-        affordable = (current["deadline"] - now()) / (2 * len(probe_lrs) * t_ref)
-        steps = max(1, int(min(affordable, probe_steps)))
-        if steps < probe_steps:
-            notes.append(f"the learning-rate probe ran {steps} steps instead of {probe_steps} (time budget)")
-        unit()
-        with pin():
-            hist = train_many(make_model, train_data, probe_lrs, [seed], replace(cfg, num_steps=steps,
-                                                                                 eval_every=steps))
-        probe_loss = np.where(hist.diverged, np.nan, hist.test_loss[:, -1])
-        if np.all(np.isnan(probe_loss)):
-            raise RuntimeError(f"every learning rate of the probe diverged at batch size {ref_batch_size}; "
-                               f"give lr")
-        lr = float(probe_lrs[np.nanargmin(probe_loss)])
-
-    # 4. the gradient noise scale at a few points of a short training run (chapter 1), the run sized to fit the
-    # deadline (3 t_ref per step, with the measurements); each measurement is a unit of work
-    Xn, yn = X[:num_noise_examples].to(device), y[:num_noise_examples].to(device)
-    noise_steps, b_simple = [], []
-
-    def noise_scale(m):
-        try:
-            return grads.gradient_stats(m, Xn, yn).b_simple
-        except TypeError:  # layers without the exact per-example path: McCandlish et al.'s two-batch estimator
-            b_big = min(len(Xn), max(4 * ref_batch_size, 2))
-            return grads.estimate_noise_scale(m, Xn, yn, max(1, b_big // 8), b_big, num_draws=20, seed=seed).b_simple
-
-    def measure(step, m):
-        unit()
-        noise_steps.append(step)
-        b_simple.append(noise_scale(m))
-
-    begin("noise")
-    affordable = (current["deadline"] - now()) / (3 * t_ref)
-    num_steps = max(num_noise_points, int(min(affordable, max_train_steps)))
-    if num_steps < max_train_steps:
-        notes.append(f"the training run was shortened to {num_steps} steps instead of {max_train_steps} "
-                     f"(time budget)")
-    every = max(1, num_steps // num_noise_points)
-    seeding.manual_seed(seed)
-    run = make_model().to(device)
-    try:
-        with pin():
-            measure(0, run)
-            train(run, train_data, replace(cfg, lr=lr, num_steps=every * num_noise_points, eval_every=every),
-                  callback=measure)
-    except _OutOfTime:
-        notes.append(f"the noise scale was measured at {len(noise_steps)} of {num_noise_points + 1} points "
-                     f"(time budget)")
-    end_phase(now())
-    b_simple = np.array(b_simple, dtype=float)
-    finite = b_simple[np.isfinite(b_simple) & (b_simple > 0)]
-    if finite.size == 0:
-        raise RuntimeError("the gradient noise scale could not be measured (the gradient vanished or the "
-                           "training run diverged); give a smaller lr")
-    b_noise = float(np.median(finite[len(finite) // 2:]))  # the later half: the noise scale grows as loss falls
-
-    # 5. the recommendation: the fastest predicted time to a target; the range of batch sizes within `tolerance`
-    # of the fastest, beyond the timings' spread, for some B_crit in [B_noise / spread, B_noise * spread]; the
-    # learning-rate rule, with a warmup from ref_lr where it raises the learning rate
-    best, batch_range = recommend(throughput, b_noise, spread, tolerance)
-    best_lr = scaled_lr(lr, ref_batch_size, best, b_noise)
-    warmup_steps = max(1, num_examples // best) if best_lr > lr * (1 + 1e-9) else 0
+    train_data = tuple(t.to(s.device) for t in s.data)
+    cfg = TrainConfig(batch_size=ref_batch_size, progress=False, seed=s.seed)
+    probe_lrs, probe_loss, probe_num_steps, lr = _probe_lr(s, clock, notes, train_data, cfg, t_ref)
+    noise_steps, b_simple = _measure_noise(s, clock, notes, train_data, cfg, t_ref, lr)
+    b_noise = _b_noise(b_simple)
+    best, batch_range, best_lr, warmup_steps = _recommend_lr(s, throughput, b_noise, ref_batch_size, lr)
     return Advice(best, batch_range, best_lr, warmup_steps, ref_batch_size, lr, int(max_fit), knee, throughput,
-                  np.array(noise_steps), b_simple, b_noise, spread, tolerance, probe_lrs, probe_loss, finder,
-                  now(), budget, notes, phases, step_times, steps, fixed_work)
+                  noise_steps, b_simple, b_noise, s.spread, s.tolerance, probe_lrs, probe_loss, finder, clock.now(),
+                  s.budget, notes, clock.phases, step_times, probe_num_steps, s.fixed_work)
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -26,11 +26,13 @@ from .steps import accumulate_gradients, flat_grad
 
 
 def _ddp_model(seed=0):
+    """The small MLP of the DDP check, freshly seeded, so every process builds the same one."""
     seeding.manual_seed(seed)
     return nn.Sequential(nn.Linear(40, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10))
 
 
 def _max_diff(a, b):
+    """Largest absolute difference between two tensors, as a float."""
     return float((a.detach() - b.detach()).abs().max())
 
 
@@ -41,8 +43,6 @@ def ddp_check(per_worker_batch_size=8, accumulation_steps=2, lr=0.1, dataset_siz
     tensors travel except through DDP. Returns a dict of residuals and checks (the same on every rank).
     """
     import torch.distributed as dist
-    from torch.nn.parallel import DistributedDataParallel as DDP
-    from torch.utils.data.distributed import DistributedSampler
 
     rank, world = dist.get_rank(), dist.get_world_size()
     use_cuda = dist.get_backend() == "nccl"
@@ -54,48 +54,71 @@ def ddp_check(per_worker_batch_size=8, accumulation_steps=2, lr=0.1, dataset_siz
     y = torch.randint(10, (global_batch_size,), generator=g).to(device)
     out = {"world_size": world, "backend": dist.get_backend(), "device": str(device),
            "per_worker_batch_size": b, "accumulation_steps": a, "global_batch_size": global_batch_size}
+    out.update(_check_one_step(X, y, b, rank, world, device))
+    out.update(_check_accumulation(X, y, b, a, lr, rank, world, device))
+    out.update(_check_sampler(dataset_size, rank, world))
+    out["finder_per_rank"] = _finder_per_rank(rank, world)
+    return out
 
-    # 1) one step: the all-reduced (averaged) gradient against one process on the concatenated batch
-    ddp = DDP(_ddp_model().to(device), device_ids=[device.index] if use_cuda else None)
+
+def _ddp_wrapped(device):
+    """A fresh `_ddp_model` on device inside DistributedDataParallel (one GPU per process with NCCL)."""
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    return DDP(_ddp_model().to(device), device_ids=[device.index] if device.type == "cuda" else None)
+
+
+def _check_one_step(X, y, b, rank, world, device):
+    """Part 1 of ddp_check: one step's all-reduced (averaged) gradient against one process on the concatenated batch."""
+    ddp = _ddp_wrapped(device)
     F.cross_entropy(ddp(X[rank * b:(rank + 1) * b]), y[rank * b:(rank + 1) * b]).backward()
     reference = _grad_on(_ddp_model().to(device), X[:world * b], y[:world * b])
     g_ddp, g_ref = flat_grad(ddp.module), flat_grad(reference)
-    out["ddp_grad_max_diff"] = _max_diff(g_ddp, g_ref)
-    out["ddp_grad_max_abs"] = float(g_ref.abs().max())
-    out["local_grad_max_diff"] = _max_diff(flat_grad(_grad_on(_ddp_model().to(device), X[:b], y[:b])), g_ref)
+    return {"ddp_grad_max_diff": _max_diff(g_ddp, g_ref), "ddp_grad_max_abs": float(g_ref.abs().max()),
+            "local_grad_max_diff": _max_diff(flat_grad(_grad_on(_ddp_model().to(device), X[:b], y[:b])), g_ref)}
 
-    # 2) accumulation: a micro-batches per rank, one update. sync="every" all-reduces after every micro-batch;
-    # "no_sync" runs the first a - 1 micro-batches, forward and backward, inside ddp.no_sync(): one all-reduce;
-    # "no_sync_backward_only" wraps only backward, a common mistake: DDP prepares its all-reduce in the forward
-    def accumulate(sync):
-        calls = {"allreduce": 0}
 
-        def counting_hook(state, bucket):
-            calls["allreduce"] += 1
-            tensor = bucket.buffer().div_(world)
-            return dist.all_reduce(tensor, async_op=True).get_future().then(lambda fut: fut.value()[0])
+def _counting_allreduce(state, bucket):
+    """DDP comm hook: the default averaging all-reduce of a bucket, counted in state["allreduce"]."""
+    import torch.distributed as dist
 
-        ddp = DDP(_ddp_model().to(device), device_ids=[device.index] if use_cuda else None)
-        ddp.register_comm_hook(None, counting_hook)
-        opt = torch.optim.SGD(ddp.parameters(), lr=lr)
-        for m in range(a):  # micro-batch m of rank r: rows (m * world + r) * b ...
-            rows = slice((m * world + rank) * b, (m * world + rank + 1) * b)
-            if sync == "no_sync" and m < a - 1:
-                with ddp.no_sync():
-                    (F.cross_entropy(ddp(X[rows]), y[rows]) / a).backward()
-            elif sync == "no_sync_backward_only" and m < a - 1:
-                loss = F.cross_entropy(ddp(X[rows]), y[rows]) / a
-                with ddp.no_sync():
-                    loss.backward()
-            else:
+    state["allreduce"] += 1
+    tensor = bucket.buffer().div_(state["world"])
+    return dist.all_reduce(tensor, async_op=True).get_future().then(lambda fut: fut.value()[0])
+
+
+def _accumulate(X, y, b, a, lr, rank, world, device, sync):
+    """One update from a micro-batches per rank under sync; returns (gradient, updated module, all-reduce calls)."""
+    # sync="every" all-reduces after every micro-batch; "no_sync" runs the first a - 1 micro-batches, forward and
+    # backward, inside ddp.no_sync(): one all-reduce; "no_sync_backward_only" wraps only backward, a common mistake:
+    # DDP prepares its all-reduce in the forward
+    calls = {"allreduce": 0, "world": world}
+    ddp = _ddp_wrapped(device)
+    ddp.register_comm_hook(calls, _counting_allreduce)
+    opt = torch.optim.SGD(ddp.parameters(), lr=lr)
+    for m in range(a):  # micro-batch m of rank r: rows (m * world + r) * b ...
+        rows = slice((m * world + rank) * b, (m * world + rank + 1) * b)
+        if sync == "no_sync" and m < a - 1:
+            with ddp.no_sync():
                 (F.cross_entropy(ddp(X[rows]), y[rows]) / a).backward()
-        grad = flat_grad(ddp.module).detach().clone()
-        opt.step()
-        return grad, ddp.module, calls["allreduce"]
+        elif sync == "no_sync_backward_only" and m < a - 1:
+            loss = F.cross_entropy(ddp(X[rows]), y[rows]) / a
+            with ddp.no_sync():
+                loss.backward()
+        else:
+            (F.cross_entropy(ddp(X[rows]), y[rows]) / a).backward()
+    grad = flat_grad(ddp.module).detach().clone()
+    opt.step()
+    return grad, ddp.module, calls["allreduce"]
 
-    g_acc, model_acc, out["no_sync_allreduce_calls"] = accumulate("no_sync")
-    g_every, _, out["every_step_allreduce_calls"] = accumulate("every")
-    _, _, out["no_sync_backward_only_allreduce_calls"] = accumulate("no_sync_backward_only")
+
+def _check_accumulation(X, y, b, a, lr, rank, world, device):
+    """Part 2 of ddp_check: accumulated DDP gradients and update against one process on all of X (the global batch)."""
+    out = {}
+    g_acc, model_acc, out["no_sync_allreduce_calls"] = _accumulate(X, y, b, a, lr, rank, world, device, "no_sync")
+    g_every, _, out["every_step_allreduce_calls"] = _accumulate(X, y, b, a, lr, rank, world, device, "every")
+    _, _, out["no_sync_backward_only_allreduce_calls"] = _accumulate(X, y, b, a, lr, rank, world, device,
+                                                                     "no_sync_backward_only")
     reference = _grad_on(_ddp_model().to(device), X, y)  # one process, all global_batch_size rows
     g_full = flat_grad(reference).detach().clone()
     torch.optim.SGD(reference.parameters(), lr=lr).step()
@@ -103,10 +126,17 @@ def ddp_check(per_worker_batch_size=8, accumulation_steps=2, lr=0.1, dataset_siz
     out["every_step_grad_max_diff"] = _max_diff(g_every, g_full)
     out["no_sync_update_max_diff"] = max(_max_diff(p, q) for p, q in zip(model_acc.parameters(),
                                                                           reference.parameters()))
-    half = flat_grad(_grad_on(_ddp_model().to(device), X[:global_batch_size // 2], y[:global_batch_size // 2]))
-    out["half_batch_grad_max_diff"] = _max_diff(half, g_full)
+    half = len(X) // 2
+    out["half_batch_grad_max_diff"] = _max_diff(flat_grad(_grad_on(_ddp_model().to(device), X[:half], y[:half])),
+                                                g_full)
+    return out
 
-    # 3) DistributedSampler: the same order every epoch unless set_epoch is called; the last shard is padded
+
+def _check_sampler(dataset_size, rank, world):
+    """Part 3 of ddp_check: DistributedSampler keeps its order unless set_epoch is called; pads the last shard."""
+    import torch.distributed as dist
+    from torch.utils.data.distributed import DistributedSampler
+
     sampler = DistributedSampler(range(dataset_size), num_replicas=world, rank=rank, shuffle=True, seed=0)
     epoch0, again = list(sampler), list(sampler)
     sampler.set_epoch(1)
@@ -114,21 +144,22 @@ def ddp_check(per_worker_batch_size=8, accumulation_steps=2, lr=0.1, dataset_siz
     shards = [None] * world
     dist.all_gather_object(shards, epoch0)
     every = [i for shard in shards for i in shard]
-    out["sampler_same_without_set_epoch"] = epoch0 == again
-    out["sampler_changes_with_set_epoch"] = epoch0 != epoch1
-    out["sampler_covers_dataset"] = sorted(set(every)) == list(range(dataset_size))
-    out["sampler_samples_per_epoch"] = len(every)
-    out["dataset_size"] = dataset_size
+    return {"sampler_same_without_set_epoch": epoch0 == again, "sampler_changes_with_set_epoch": epoch0 != epoch1,
+            "sampler_covers_dataset": sorted(set(every)) == list(range(dataset_size)),
+            "sampler_samples_per_epoch": len(every), "dataset_size": dataset_size}
 
-    # 4) the batch-size finder under DDP: each rank has a different (simulated) memory; all must agree
+
+def _finder_per_rank(rank, world):
+    """Part 4 of ddp_check: the batch-size finder with a different (simulated) memory per rank; every rank's answer."""
+    import torch.distributed as dist
+
     def try_step(batch_size):
         if batch_size > 100 + 37 * rank:
             raise torch.OutOfMemoryError("CUDA out of memory (simulated, rank-dependent budget)")
 
     found = [None] * world
     dist.all_gather_object(found, find_batch_size(try_step, 1000, margin=0.0).largest_fit)
-    out["finder_per_rank"] = found
-    return out
+    return found
 
 
 def _grad_on(model, X, y):
