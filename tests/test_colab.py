@@ -32,13 +32,24 @@ from batchsize.data import cache_dir
 ROOT = Path(__file__).resolve().parents[1]
 REPOSITORY_URL = yaml.safe_load((ROOT / "_config.yml").read_text())["repository"]["url"]
 
-# The one canonical install cell. Every chapter notebook starts with exactly this source.
+# The one canonical install cell. Every chapter notebook starts with exactly this source
+# (as `ruff format` writes it: tests/test_notebook_format.py).
 INSTALL_CELL = '''\
-# Colab or a fresh environment: install the book's library (batchsize) when it is missing.
+# Colab or a fresh environment: install the book's library (batchsize) if it is missing.
 import importlib.util, subprocess, sys
+
 if importlib.util.find_spec("batchsize") is None:
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q",
-                    "batchsize @ git+https://github.com/batch-size-book/batch-size-book"], check=True)'''
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "batchsize @ git+https://github.com/batch-size-book/batch-size-book",
+        ],
+        check=True,
+    )'''
 INSTALL_REQUIREMENT = f"batchsize @ git+{REPOSITORY_URL}"
 
 NOTEBOOKS = sorted((ROOT / "chapters").glob("*.ipynb"))
