@@ -10,7 +10,7 @@ from torch import nn
 from batchsize import tune
 from batchsize.data import load_mnist1d
 from batchsize.models import MLP
-from batchsize.scaling import (Generalization, HoldoutTuning, Sweep, bootstrap_critical_batch, evaluate_runs,
+from batchsize.scaling import (Generalization, HoldoutTuning, StepsSweep, bootstrap_critical_batch, evaluate_runs,
                                fit_critical_batch, generalization_sweep, local_slopes, median_steps, plot_generalization,
                                plot_steps, regime_slope, run_model, steps_to_target, sweep_steps, top_hessian_eigenvalue,
                                tune_on_holdout)
@@ -317,11 +317,11 @@ def test_plot_steps_fits_each_target_and_rejects_other_input():
     matplotlib.use("Agg")
     B = 2 ** np.arange(1, 12)
     steps = np.stack([s * (1 + b / B) for s, b in ((20, 30), (60, 90))])[..., None] * np.ones(3)  # (2, 11, 3)
-    sweep = Sweep(B, np.array([1.8, 1.5]), np.arange(3), steps, np.ones((2, 11)), [], [], 0, "test_loss")
+    sweep = StepsSweep(B, np.array([1.8, 1.5]), np.arange(3), steps, np.ones((2, 11)), [], [], 0, "test_loss")
     ax, fits = plot_steps(sweep)
     assert [round(f.b_crit) for f in fits] == [30, 90]
     assert len(ax.get_legend_handles_labels()[1]) == 2
-    with pytest.raises(TypeError, match="scaling.Sweep"):
+    with pytest.raises(TypeError, match="scaling.StepsSweep"):
         plot_steps({"steps": steps})
 
 

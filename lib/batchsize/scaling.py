@@ -56,7 +56,7 @@ def median_steps(steps):
 
 
 @dataclass
-class Sweep:
+class StepsSweep:
     """Steps to each target at each batch size, at the learning rate tuned for it. Introduced in chapter 2."""
 
     batch_sizes: np.ndarray  # (num_batch_sizes,)
@@ -188,12 +188,12 @@ def sweep_steps(make_model, data, batch_sizes, lrs, targets, seeds=(0, 1, 2), cf
             ratio = batch_size / batch_sizes[j + 1]
             budget = int(min(max_steps, np.ceil(slack * ratio * finite.max())))
     order = np.argsort(batch_sizes)  # report in increasing batch size
-    return Sweep(batch_sizes[order], targets, seeds, out_steps[:, order], best_lr[:, order],
+    return StepsSweep(batch_sizes[order], targets, seeds, out_steps[:, order], best_lr[:, order],
                  [tried[i] for i in order], [params[i] for i in order], num_runs, metric)
 
 
 def run_model(make_model, params, i):
-    """Model i of stacked parameters {name: (num_runs, ...)}, e.g. a run of `Sweep.params`. Introduced in chapter 2."""
+    """Model i of stacked parameters {name: (num_runs, ...)}, e.g. a run of `StepsSweep.params`. Introduced in chapter 2."""
     model = make_model()
     with torch.no_grad():
         for name, p in model.named_parameters():
@@ -615,8 +615,8 @@ def plot_steps(sweep, ax=None, fit=True):
 
     from .plots import PALETTE
 
-    if not isinstance(sweep, Sweep):
-        raise TypeError(f"sweep must be a scaling.Sweep (from sweep_steps), got {type(sweep).__name__}")
+    if not isinstance(sweep, StepsSweep):
+        raise TypeError(f"sweep must be a scaling.StepsSweep (from sweep_steps), got {type(sweep).__name__}")
     ax = plt.subplots()[1] if ax is None else ax
     B, fits = sweep.batch_sizes.astype(float), []
     curve = np.geomspace(B.min(), B.max(), 200)
