@@ -348,3 +348,16 @@ def test_nqm_bad_spectra_raise():
         critical_batch_size([1, 2], [2.0, 1.0], factor=1.0)
     with pytest.raises(ValueError, match="one lr"):
         simulate_nqm(NQM(**SMALL), [0.1, 0.2], 1, 5)
+
+
+def test_nqm_best_steps_is_the_grid_minimum_per_batch_size():
+    from batchsize.sim import nqm_best_steps
+
+    nqm = NQM.make(dim=10)
+    lrs, batch_sizes = np.geomspace(0.01, 1, 7), [1, 8, 64]
+    target = 0.1 * nqm.initial_loss
+    all_steps = nqm_steps_to_target(nqm, lrs, batch_sizes, target)  # (num_batch_sizes, num_lrs)
+    steps, best_lr = nqm_best_steps(nqm, lrs, batch_sizes, target)
+    for i in range(len(batch_sizes)):
+        j = int(np.argmin(all_steps[i]))
+        assert steps[i] == all_steps[i, j] and best_lr[i] == lrs[j]

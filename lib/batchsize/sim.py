@@ -286,6 +286,15 @@ def nqm_steps_to_target(nqm, lrs, batch_sizes, target, momentum=0.0, preconditio
     return np.where(reached, hi.astype(float), np.inf)
 
 
+def nqm_best_steps(nqm, lrs, batch_sizes, target, momentum=0.0, precondition_power=0.0):
+    """Fewest steps to target over the grid `lrs`, and the lr that gives them, per batch size. Chapter 3.1 (NQM).
+
+    Returns (steps (num_batch_sizes,), lr (num_batch_sizes,)); steps is inf where no lr reaches the target.
+    """
+    steps = nqm_steps_to_target(nqm, lrs, batch_sizes, target, momentum, precondition_power)
+    return steps.min(1), np.atleast_1d(np.asarray(lrs, dtype=float))[steps.argmin(1)]
+
+
 def critical_batch_size(batch_sizes, steps, factor=2.0):
     """Batch size at which steps-to-target first comes within `factor` of its minimum (log-interpolated).
 

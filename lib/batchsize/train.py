@@ -13,7 +13,7 @@ of every run at that step. In `train_many` each learning rate may have its own s
 and eps (Malladi et al.'s square-root rule scales them with the batch size).
 
 Chapter 5.1 adds three things: `train_many` may be given each run's batches (`orders`) instead of shuffling,
-`TrainConfig.clip_norm` clips every run's gradient as torch.nn.utils.clip_grad_norm_ does and logs its norm, and
+`TrainConfig.clip_norm` clips every run's gradient as torch.nn.utils.clip_grad_norm_() does and logs its norm, and
 `evaluate`, `predict` and `recall_per_class` evaluate trained runs on any data. Inside, a training step is built
 from small parts: the live runs' state (`_Runs`, whose `drop` removes stopped runs), the optimizer updates as
 pure functions (`_sgd_update`, `_adam_update`) and the evaluation (`_evaluate`).
@@ -247,7 +247,7 @@ def _per_run(values, like):
 
 
 def _clip(grads, max_norm):
-    """Each run's total gradient norm (num_runs,) and its gradients scaled as torch.nn.utils.clip_grad_norm_ does."""
+    """Each run's total gradient norm (num_runs,) and its gradients scaled as torch.nn.utils.clip_grad_norm_() does."""
     norms = torch.stack([torch.linalg.vector_norm(g.reshape(len(g), -1), dim=1) for g in grads], 1)
     total = torch.linalg.vector_norm(norms, dim=1)
     coef = (max_norm / (total + 1e-6)).clamp(max=1.0)
