@@ -117,6 +117,37 @@ def test_a_widening_window_with_capped_steps_equals_the_full_grid(small_data):
     np.testing.assert_array_equal(pruned.best_lr, full.best_lr)
 
 
+@pytest.fixture(scope="module")
+def tight_budget_case():
+    X, y, _, _ = load_mnist1d()
+    kw = dict(batch_sizes=[64, 256, 1024], lrs=0.04 * 2.0 ** np.arange(7), targets=[1.9, 1.8], seeds=[0, 1, 2],
+              first_lrs=[0.64, 1.28], max_steps=400, cfg=TrainConfig(eval_every=1, eval_growth=1.1))
+    data = (X, y, X[:1000], y[:1000])
+    return data, kw, sweep_steps(MLP, data, window=(0, np.inf), slack=np.inf, **kw)
+
+
+@pytest.mark.parametrize("slack, path", [(0.05, "retry"), (0.5, "rerun")])
+def test_a_budget_too_tight_retries_or_reruns_and_equals_the_full_grid(tight_budget_case, slack, path, monkeypatch):
+    # slack < 1 gives smaller batches fewer steps than they need: with 0.05 every lr fails and the batch size is
+    # tuned again with max_steps; with 0.5 a seed of the tuned lr misses the budget and is rerun with max_steps
+    data, kw, full = tight_budget_case
+    calls = []
+
+    def recording(make_model, data, lrs, seeds, cfg, **kwargs):
+        calls.append((cfg.batch_size, len(lrs), len(seeds), cfg.num_steps))
+        return train_many(make_model, data, lrs, seeds, cfg, **kwargs)
+
+    monkeypatch.setattr("batchsize.scaling.train_many", recording)
+    tight = sweep_steps(MLP, data, slack=slack, **kw)
+    if path == "retry":
+        assert any(b < 1024 and n == 3 and s == 400 for b, _, n, s in calls)
+    else:
+        assert any(n < 3 and s == 400 for _, _, n, s in calls)
+    np.testing.assert_array_equal(tight.steps, full.steps)
+    np.testing.assert_array_equal(tight.best_lr, full.best_lr)
+    assert tight.num_runs == sum(k * n for _, k, n, _ in calls)  # every run trained is counted
+
+
 def test_near_best_lrs_bracket_the_tuned_lr_and_shrink_to_it_without_noise_allowance(small_data):
     kw = dict(batch_sizes=[8, 32], lrs=0.04 * 2.0 ** np.arange(6), targets=[1.8], seeds=[0, 1, 2],
               cfg=TrainConfig(eval_every=2, eval_growth=1.1), max_steps=1500)

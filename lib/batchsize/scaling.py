@@ -87,6 +87,119 @@ class StepsSweep:
         return lo, hi
 
 
+def _window_candidates(lrs, first_lrs, prev_lr, window):
+    """Learning rates a batch size tries first: `first_lrs` (or all of `lrs`), else `lrs` within `window` x prev_lr."""
+    if prev_lr is None:
+        return lrs if first_lrs is None else np.sort(as_positive_array(first_lrs, "first_lrs"))
+    lo, hi = window
+    return lrs[(lrs >= lo * prev_lr * (1 - 1e-9)) & (lrs <= hi * prev_lr * (1 + 1e-9))]
+
+
+def _runs_per_lr(new, num_seeds):
+    """Each learning rate of a batched call with the slice of its seeds' runs, in the order trained."""
+    return [(lr, slice(k * num_seeds, (k + 1) * num_seeds)) for k, lr in enumerate(new)]
+
+
+def _check_window(window):
+    """Raise unless window is (low, high) with 0 <= low <= 1 <= high."""
+    lo, hi = window
+    if not 0 <= lo <= 1 <= hi:
+        raise ValueError(f"window must be (low, high) with 0 <= low <= 1 <= high, got {window!r}")
+
+
+def _steps_inputs(batch_sizes, lrs, targets, seeds, metric, max_steps, window, slack):
+    """`sweep_steps`'s checked arguments: batch sizes largest first, lrs, targets, seeds, hardest target, its index."""
+    batch_sizes = np.sort(as_positive_array(batch_sizes, "batch_sizes", integer=True))[::-1]
+    lrs = np.sort(as_positive_array(lrs, "lrs"))
+    targets = np.atleast_1d(np.asarray(targets, dtype=float))
+    if targets.ndim != 1 or not np.all(np.isfinite(targets)):
+        raise ValueError(f"targets must be a finite number or 1-D sequence of numbers, got {targets!r}")
+    hardest = targets.min() if metric == "test_loss" else targets.max()
+    seeds = np.atleast_1d(np.asarray(seeds, dtype=int))
+    check_positive_int(max_steps, "max_steps")
+    _check_window(window)
+    if np.isfinite(slack):
+        check_positive_float(slack, "slack")
+    hard = int(np.argmin(targets) if metric == "test_loss" else np.argmax(targets))
+    return batch_sizes, lrs, targets, seeds, hardest, hard
+
+
+@dataclass
+class _StepsRuns:
+    """What every training call of one `sweep_steps` shares, and the runs trained so far."""
+
+    make_model: object
+    data: tuple
+    seeds: np.ndarray
+    targets: np.ndarray
+    metric: str
+    hard: int  # index of the hardest target
+    max_steps: int
+    run_many: object  # train_many, or its memoised call
+    num_runs: int = 0
+
+    def steps(self, hist):
+        """Steps to each target of every run of a History, (num_targets, num_runs)."""
+        return steps_to_target(hist.eval_steps, getattr(hist, self.metric), self.targets, self.metric)
+
+
+def _steps_trials(runs, cfg, new, best):
+    """Train learning rates `new` for `tune.search`, a new one capped at the best's slowest seed: {lr: Trial}."""
+    cap = cfg.num_steps  # a new lr must beat the best: most seeds no later than its slowest
+    if best is not None:
+        cap = int(min(cap, best[1].scores[np.isfinite(best[1].scores)].max()))
+    hist = runs.run_many(runs.make_model, runs.data, new, runs.seeds, replace(cfg, num_steps=cap))
+    runs.num_runs += len(new) * len(runs.seeds)
+    s = runs.steps(hist)
+    return {lr: tune.Trial(s[runs.hard, rows], np.isinf(s[runs.hard, rows]),
+                           (s[:, rows], hist.diverged[rows], {n: v[rows] for n, v in hist.params.items()}, cap))
+            for lr, rows in _runs_per_lr(new, len(runs.seeds))}
+
+
+def _search_steps(runs, cfg, lrs, cand):
+    """Tune one batch size in cfg's budget (max_steps if all fail): lrs tried, {lr: payload}, the config used."""
+    state = {"cfg": cfg}
+
+    def retry():  # the budget was too tight for every lr: once more with max_steps
+        if state["cfg"].num_steps >= runs.max_steps:
+            return False
+        state["cfg"] = replace(state["cfg"], num_steps=runs.max_steps)
+        return True
+
+    tried_lrs, _, trials = tune.search(lrs, cand, lambda new, best: _steps_trials(runs, state["cfg"], new, best),
+                                       higher_is_better=False, retry=retry)
+    return tried_lrs, {lr: trials[lr].payload for lr in tried_lrs}, state["cfg"]
+
+
+def _pick_steps(all_steps, tried_lrs, best_lr, out_steps):
+    """Fill each target's tuned lr (num_targets,) and its steps (num_targets, num_seeds) in place."""
+    for t in range(len(all_steps)):
+        best = tune.best_index(all_steps[t], np.isinf(all_steps[t]), higher_is_better=False)
+        if best is not None:
+            best_lr[t] = tried_lrs[best]
+            out_steps[t] = all_steps[t, best]
+
+
+def _rerun_missing(runs, run_cfg, result, lr_hard, tried_lrs, all_steps, best_lr, out_steps):
+    """Rerun with max_steps the tuned lr's seeds that did not answer in a tighter budget; its params, updated."""
+    p = result[2]
+    missing = np.isinf(result[0]).any(0)  # seeds of the tuned lr that did not answer in the budget
+    if not (missing.any() and result[3] < runs.max_steps):
+        return p
+    rerun = runs.run_many(runs.make_model, runs.data, [lr_hard], runs.seeds[missing],
+                          replace(run_cfg, num_steps=runs.max_steps))
+    runs.num_runs += int(missing.sum())
+    s = runs.steps(rerun)  # (num_targets, num_missing)
+    for t in range(len(runs.targets)):
+        if best_lr[t] == lr_hard:
+            out_steps[t, missing] = s[t]
+    all_steps[:, list(tried_lrs).index(lr_hard), missing] = s
+    p = {n: v.clone() for n, v in p.items()}
+    for n in p:
+        p[n][torch.from_numpy(missing)] = rerun.params[n]
+    return p
+
+
 def sweep_steps(make_model, data, batch_sizes, lrs, targets, seeds=(0, 1, 2), cfg=TrainConfig(), metric="test_loss",
                 max_steps=20000, first_lrs=None, window=(0.25, 1.0), slack=1.25, cache=False):
     """Steps to each target for each batch size at its tuned learning rate. Introduced in chapter 2.
@@ -104,84 +217,30 @@ def sweep_steps(make_model, data, batch_sizes, lrs, targets, seeds=(0, 1, 2), cf
     that repeats it on this machine (chapters 3.b and 6 repeat chapter 2's sweep) loads it instead of training
     again.
     """
-    batch_sizes = np.sort(as_positive_array(batch_sizes, "batch_sizes", integer=True))[::-1]
-    lrs = np.sort(as_positive_array(lrs, "lrs"))
-    targets = np.atleast_1d(np.asarray(targets, dtype=float))
-    if targets.ndim != 1 or not np.all(np.isfinite(targets)):
-        raise ValueError(f"targets must be a finite number or 1-D sequence of numbers, got {targets!r}")
-    hardest = targets.min() if metric == "test_loss" else targets.max()
-    seeds = np.atleast_1d(np.asarray(seeds, dtype=int))
-    check_positive_int(max_steps, "max_steps")
-    lo, hi = window
-    if not 0 <= lo <= 1 <= hi:
-        raise ValueError(f"window must be (low, high) with 0 <= low <= 1 <= high, got {window!r}")
-    if np.isfinite(slack):
-        check_positive_float(slack, "slack")
+    batch_sizes, lrs, targets, seeds, hardest, hard = _steps_inputs(batch_sizes, lrs, targets, seeds, metric,
+                                                                    max_steps, window, slack)
     cfg = replace(cfg, target=float(hardest), target_metric=metric, progress=False)
-    run_many = functools.partial(_memo.call, train_many) if cache else train_many
+    runs = _StepsRuns(make_model, data, seeds, targets, metric, hard, max_steps,
+                      functools.partial(_memo.call, train_many) if cache else train_many)
     out_steps = np.full((len(targets), len(batch_sizes), len(seeds)), np.inf)
     best_lr = np.full((len(targets), len(batch_sizes)), np.nan)
-    tried, params, num_runs = [], [], 0
+    tried, params = [], []
     prev_lr, budget = None, max_steps
-    hard = int(np.argmin(targets) if metric == "test_loss" else np.argmax(targets))
     for j, batch_size in enumerate(batch_sizes):
-        state = {"cfg": replace(cfg, batch_size=int(batch_size), num_steps=int(budget))}
-        if prev_lr is None:
-            cand = lrs if first_lrs is None else np.sort(as_positive_array(first_lrs, "first_lrs"))
-        else:
-            cand = lrs[(lrs >= lo * prev_lr * (1 - 1e-9)) & (lrs <= hi * prev_lr * (1 + 1e-9))]
-
-        def run(new, best, state=state):
-            nonlocal num_runs
-            cap = state["cfg"].num_steps  # a new lr must beat the best: most seeds no later than its slowest
-            if best is not None:
-                cap = int(min(cap, best[1].scores[np.isfinite(best[1].scores)].max()))
-            hist = run_many(make_model, data, new, seeds, replace(state["cfg"], num_steps=cap))
-            num_runs += len(new) * len(seeds)
-            s = steps_to_target(hist.eval_steps, getattr(hist, metric), targets, metric)
-            out = {}
-            for k, lr in enumerate(new):
-                rows = slice(k * len(seeds), (k + 1) * len(seeds))
-                out[lr] = tune.Trial(s[hard, rows], np.isinf(s[hard, rows]),
-                                     (s[:, rows], hist.diverged[rows], {n: v[rows] for n, v in hist.params.items()},
-                                      cap))
-            return out
-
-        def retry(state=state):  # the budget was too tight for every lr: once more with max_steps
-            if state["cfg"].num_steps >= max_steps:
-                return False
-            state["cfg"] = replace(state["cfg"], num_steps=max_steps)
-            return True
-
-        tried_lrs, _, trials = tune.search(lrs, cand, run, higher_is_better=False, retry=retry)
-        run_cfg, budget = state["cfg"], state["cfg"].num_steps
-        results = {lr: trials[lr].payload for lr in tried_lrs}
+        run_cfg = replace(cfg, batch_size=int(batch_size), num_steps=int(budget))
+        cand = _window_candidates(lrs, first_lrs, prev_lr, window)
+        tried_lrs, results, run_cfg = _search_steps(runs, run_cfg, lrs, cand)
+        budget = run_cfg.num_steps
         all_steps = np.stack([results[lr][0] for lr in tried_lrs], 1)  # (num_targets, num_lrs, num_seeds)
         diverged = np.stack([results[lr][1] for lr in tried_lrs])
-        for t in range(len(targets)):
-            best = tune.best_index(all_steps[t], np.isinf(all_steps[t]), higher_is_better=False)
-            if best is not None:
-                best_lr[t, j] = tried_lrs[best]
-                out_steps[t, j] = all_steps[t, best]
+        _pick_steps(all_steps, tried_lrs, best_lr[:, j], out_steps[:, j])
         lr_hard = best_lr[hard, j]
         if np.isnan(lr_hard):
             raise RuntimeError(f"no learning rate reached the target {hardest} at batch size {batch_size} within "
                                f"{budget} steps; raise max_steps or pick an easier target")
-        p = results[lr_hard][2]
-        missing = np.isinf(results[lr_hard][0]).any(0)  # seeds of the tuned lr that did not answer in the budget
-        if missing.any() and results[lr_hard][3] < max_steps:
-            rerun = run_many(make_model, data, [lr_hard], seeds[missing], replace(run_cfg, num_steps=max_steps))
-            num_runs += int(missing.sum())
-            s = steps_to_target(rerun.eval_steps, getattr(rerun, metric), targets, metric)  # (num_targets, num_missing)
-            for t in range(len(targets)):
-                if best_lr[t, j] == lr_hard:
-                    out_steps[t, j, missing] = s[t]
-            all_steps[:, list(tried_lrs).index(lr_hard), missing] = s
-            p = {n: v.clone() for n, v in p.items()}
-            for n in p:
-                p[n][torch.from_numpy(missing)] = rerun.params[n]
+        params.append(_rerun_missing(runs, run_cfg, results[lr_hard], lr_hard, tried_lrs, all_steps, best_lr[:, j],
+                                     out_steps[:, j]))
         tried.append((tried_lrs, all_steps, diverged))
-        params.append(p)
         prev_lr = lr_hard
         if j + 1 < len(batch_sizes) and np.isfinite(slack):
             finite = out_steps[hard, j][np.isfinite(out_steps[hard, j])]
@@ -189,7 +248,7 @@ def sweep_steps(make_model, data, batch_sizes, lrs, targets, seeds=(0, 1, 2), cf
             budget = int(min(max_steps, np.ceil(slack * ratio * finite.max())))
     order = np.argsort(batch_sizes)  # report in increasing batch size
     return StepsSweep(batch_sizes[order], targets, seeds, out_steps[:, order], best_lr[:, order],
-                 [tried[i] for i in order], [params[i] for i in order], num_runs, metric)
+                      [tried[i] for i in order], [params[i] for i in order], runs.num_runs, metric)
 
 
 def run_model(make_model, params, i):
@@ -403,6 +462,65 @@ class Generalization:
         return self.num_steps * self.batch_sizes / self.num_examples
 
 
+def _check_split(data, val_data):
+    """Check (X_train, y_train, X_test, y_test) and held-out (X_val, y_val); return the training-set size."""
+    X, y, X_test, y_test = data
+    num_examples = check_data(X, y)
+    check_data(X_test, y_test)
+    if not isinstance(val_data, (tuple, list)) or len(val_data) != 2:
+        raise TypeError("val_data must be a pair (X_val, y_val) of tensors")
+    check_data(*val_data)
+    return num_examples
+
+
+def _budget_steps(num_epochs, num_steps, num_examples, batch_sizes):
+    """Steps each batch size trains: num_epochs times N // B, or num_steps; exactly one of the two is given."""
+    if (num_epochs is None) == (num_steps is None):
+        raise ValueError("give exactly one of num_epochs (a budget of examples) and num_steps (a budget of steps)")
+    if num_epochs is not None:
+        return check_positive_int(num_epochs, "num_epochs") * (num_examples // batch_sizes)
+    return np.full(len(batch_sizes), check_positive_int(num_steps, "num_steps"))
+
+
+def _generalization_inputs(data, val_data, batch_sizes, lrs, seeds, num_epochs, num_steps, window, best_lrs):
+    """`generalization_sweep`'s checked arguments: batch sizes smallest first, best_lrs, lrs, seeds, steps, N."""
+    num_examples = _check_split(data, val_data)
+    given = as_positive_array(batch_sizes, "batch_sizes", integer=True)
+    order = np.argsort(given, kind="stable")
+    batch_sizes = given[order]
+    if batch_sizes[-1] > num_examples:
+        raise ValueError(f"batch_sizes must be at most the number of training examples ({num_examples}), "
+                         f"got {batch_sizes[-1]}")
+    if best_lrs is not None:
+        best_lrs = as_positive_array(best_lrs, "best_lrs")
+        if len(best_lrs) != len(batch_sizes):
+            raise ValueError(f"best_lrs must hold one learning rate per batch size ({len(batch_sizes)}), "
+                             f"got {len(best_lrs)}")
+        best_lrs = best_lrs[order]
+        lrs = np.unique(best_lrs)
+    lrs = np.sort(as_positive_array(lrs, "lrs"))
+    seeds = np.atleast_1d(np.asarray(seeds, dtype=int))
+    steps = _budget_steps(num_epochs, num_steps, num_examples, batch_sizes)
+    _check_window(window)
+    return batch_sizes, best_lrs, lrs, seeds, steps, num_examples
+
+
+def _search_final(make_model, fit_data, seeds, run_cfg, grid, cand):
+    """Tune one batch size on the validation accuracy at the end: (lrs tried, best index, {lr: Trial}, runs)."""
+    num_runs = 0
+
+    def run(new, _best):
+        nonlocal num_runs
+        hist = train_many(make_model, fit_data, new, seeds, run_cfg)
+        num_runs += len(new) * len(seeds)
+        acc = np.where(hist.diverged, np.nan, hist.test_acc[:, -1])
+        return {lr: tune.Trial(acc[rows], hist.diverged[rows], {n: v[rows] for n, v in hist.params.items()})
+                for lr, rows in _runs_per_lr(new, len(seeds))}
+
+    tried_lrs, k, trials = tune.search(grid, cand, run)
+    return tried_lrs, k, trials, num_runs
+
+
 def generalization_sweep(make_model, data, val_data, batch_sizes, lrs, seeds=(0, 1, 2), cfg=TrainConfig(),
                          num_epochs=None, num_steps=None, first_lrs=None, window=(0.5, 4.0), best_lrs=None):
     """Final training and test results at each batch size, its learning rate tuned on held-out data.
@@ -419,36 +537,9 @@ def generalization_sweep(make_model, data, val_data, batch_sizes, lrs, seeds=(0,
     window widens while the best lies on its edge. window=(0, inf) is the unpruned sweep. `best_lrs`, one learning
     rate per batch size (e.g. another sweep's best_lr), trains exactly those, untuned; `lrs` may then be None.
     """
+    batch_sizes, best_lrs, lrs, seeds, steps, num_examples = _generalization_inputs(
+        data, val_data, batch_sizes, lrs, seeds, num_epochs, num_steps, window, best_lrs)
     X, y, X_test, y_test = data
-    num_examples = check_data(X, y)
-    check_data(X_test, y_test)
-    if not isinstance(val_data, (tuple, list)) or len(val_data) != 2:
-        raise TypeError("val_data must be a pair (X_val, y_val) of tensors")
-    check_data(*val_data)
-    given = as_positive_array(batch_sizes, "batch_sizes", integer=True)
-    order = np.argsort(given, kind="stable")
-    batch_sizes = given[order]
-    if batch_sizes[-1] > num_examples:
-        raise ValueError(f"batch_sizes must be at most the number of training examples ({num_examples}), "
-                         f"got {batch_sizes[-1]}")
-    if best_lrs is not None:
-        best_lrs = as_positive_array(best_lrs, "best_lrs")
-        if len(best_lrs) != len(batch_sizes):
-            raise ValueError(f"best_lrs must hold one learning rate per batch size ({len(batch_sizes)}), "
-                             f"got {len(best_lrs)}")
-        best_lrs = best_lrs[order]
-        lrs = np.unique(best_lrs)
-    lrs = np.sort(as_positive_array(lrs, "lrs"))
-    seeds = np.atleast_1d(np.asarray(seeds, dtype=int))
-    if (num_epochs is None) == (num_steps is None):
-        raise ValueError("give exactly one of num_epochs (a budget of examples) and num_steps (a budget of steps)")
-    if num_epochs is not None:
-        steps = check_positive_int(num_epochs, "num_epochs") * (num_examples // batch_sizes)
-    else:
-        steps = np.full(len(batch_sizes), check_positive_int(num_steps, "num_steps"))
-    lo, hi = window
-    if not 0 <= lo <= 1 <= hi:
-        raise ValueError(f"window must be (low, high) with 0 <= low <= 1 <= high, got {window!r}")
     fit_data = (X, y, *val_data)
     shape = (len(batch_sizes), len(seeds))
     out = {k: np.full(shape, np.nan) for k in ("train_loss", "train_acc", "val_acc", "test_loss", "test_acc")}
@@ -457,25 +548,10 @@ def generalization_sweep(make_model, data, val_data, batch_sizes, lrs, seeds=(0,
     for j, (batch_size, num) in enumerate(zip(batch_sizes, steps)):
         run_cfg = replace(cfg, batch_size=int(batch_size), num_steps=int(num), eval_every=int(num), progress=False,
                           target=None)
-        if best_lrs is not None:
-            cand = best_lrs[j:j + 1]
-        elif prev_lr is None:
-            cand = lrs if first_lrs is None else np.sort(as_positive_array(first_lrs, "first_lrs"))
-        else:
-            cand = lrs[(lrs >= lo * prev_lr * (1 - 1e-9)) & (lrs <= hi * prev_lr * (1 + 1e-9))]
-
-        def run(new, _best, run_cfg=run_cfg):
-            nonlocal num_runs
-            hist = train_many(make_model, fit_data, new, seeds, run_cfg)
-            num_runs += len(new) * len(seeds)
-            acc = np.where(hist.diverged, np.nan, hist.test_acc[:, -1])
-            out = {}
-            for k, lr in enumerate(new):
-                rows = slice(k * len(seeds), (k + 1) * len(seeds))
-                out[lr] = tune.Trial(acc[rows], hist.diverged[rows], {n: v[rows] for n, v in hist.params.items()})
-            return out
-
-        tried_lrs, k, trials = tune.search(cand if best_lrs is not None else lrs, cand, run)
+        cand = best_lrs[j:j + 1] if best_lrs is not None else _window_candidates(lrs, first_lrs, prev_lr, window)
+        tried_lrs, k, trials, runs = _search_final(make_model, fit_data, seeds, run_cfg,
+                                                   cand if best_lrs is not None else lrs, cand)
+        num_runs += runs
         val = np.stack([trials[lr].scores for lr in tried_lrs])  # (num_lrs, num_seeds)
         div = np.stack([trials[lr].failed for lr in tried_lrs])
         if k is None and best_lrs is None:
@@ -483,12 +559,12 @@ def generalization_sweep(make_model, data, val_data, batch_sizes, lrs, seeds=(0,
         if k is None:  # the given learning rate diverged on every seed: report it as diverged
             k = 0
         best_lr[j] = prev_lr = tried_lrs[k]
-        acc, diverged_best[j], p = trials[tried_lrs[k]].scores, trials[tried_lrs[k]].failed, \
-            trials[tried_lrs[k]].payload
+        tuned = trials[tried_lrs[k]]
+        diverged_best[j], p = tuned.failed, tuned.payload
         tried.append((tried_lrs, val, div))
         params.append(p)
         ok = ~diverged_best[j]
-        out["val_acc"][j] = np.where(ok, acc, np.nan)
+        out["val_acc"][j] = np.where(ok, tuned.scores, np.nan)
         for name, (Xe, ye) in (("train", (X, y)), ("test", (X_test, y_test))):
             loss, a = evaluate_runs(make_model, p, Xe, ye)
             out[f"{name}_loss"][j], out[f"{name}_acc"][j] = np.where(ok, loss, np.nan), np.where(ok, a, np.nan)
@@ -520,7 +596,7 @@ class HoldoutTuning:
 
     @property
     def best(self):
-        """Index of the tuned learning rate: `tune`'s rule on the validation accuracy; None if every lr failed."""
+        """Index of the tuned learning rate, by `tune`'s rule on the validation accuracy (None if every lr failed)."""
         return tune.best_index(self.val_acc, self.diverged)
 
     def near_best(self, z=2.0):
@@ -550,12 +626,8 @@ def tune_on_holdout(make_model, data, val_data, batch_size, grid, first, seeds=(
     `extra_schedules`, train untuned in the first call beside `first`. Every call trains all its (lr, seed) runs
     as one batched model (`train.train_many`); every run is then evaluated on the test set.
     """
+    num_examples = _check_split(data, val_data)
     X, y, X_test, y_test = data
-    num_examples = check_data(X, y)
-    check_data(X_test, y_test)
-    if not isinstance(val_data, (tuple, list)) or len(val_data) != 2:
-        raise TypeError("val_data must be a pair (X_val, y_val) of tensors")
-    check_data(*val_data)
     batch_size = check_positive_int(batch_size, "batch_size")
     if batch_size > num_examples:
         raise ValueError(f"batch_size must be at most the number of training examples ({num_examples}), "
