@@ -441,3 +441,50 @@ def test_holdout_tuning_bad_inputs_raise(holdout_kw, change, error, match):
 def test_holdout_index_refuses_an_untrained_lr(holdout):
     with pytest.raises(ValueError, match="was not trained"):
         holdout.index(0.123)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# chapter 2.2: runs stopped once they cannot be the tuned one, and the noise scale along the tuned runs
+
+
+def test_stop_slower_gives_the_tuned_results_of_the_full_grid_with_fewer_steps(small_data):
+    kw = dict(batch_sizes=[8, 32, 128], lrs=0.04 * 2.0 ** np.arange(6), targets=[1.8, 1.6], seeds=[0, 1, 2],
+              cfg=TrainConfig(eval_every=2, eval_growth=1.1), max_steps=1500)
+    full = sweep_steps(MLP, small_data, window=(0, np.inf), slack=np.inf, **kw)
+    fast = sweep_steps(MLP, small_data, window=(0, np.inf), slack=np.inf, stop_slower=True, threads=1, **kw)
+    np.testing.assert_array_equal(fast.steps, full.steps)
+    np.testing.assert_array_equal(fast.best_lr, full.best_lr)
+    # the slower learning rates stopped early: some of their seeds never got to the hardest target
+    assert sum(np.isinf(s[-1]).sum() for _, s, _ in fast.tried) > sum(np.isinf(s[-1]).sum() for _, s, _ in full.tried)
+    with pytest.raises(ValueError, match="threads"):
+        sweep_steps(MLP, small_data, threads=0, **kw)
+
+
+def test_b_simple_at_the_hardest_target_is_that_of_the_tuned_runs_where_they_stopped(small_data):
+    from batchsize.grads import gradient_stats
+
+    sw = sweep_steps(MLP, small_data, batch_sizes=[16, 64], lrs=0.1 * 2.0 ** np.arange(4), targets=[1.9, 1.7],
+                     seeds=[0, 1, 2], cfg=TrainConfig(eval_every=2, eval_growth=1.1, noise_growth=2.0),
+                     max_steps=1500, stop_slower=True)
+    at, along = sw.b_simple_at(-1), sw.b_simple_along(-1)
+    for j in range(2):
+        for s in range(3):
+            want = gradient_stats(run_model(MLP, sw.params[j], s), small_data[0], small_data[1]).b_simple
+            assert at[j, s] == pytest.approx(want, rel=1e-4)
+    assert np.all(np.isfinite(along)) and np.all(along > 0)
+    assert np.all(np.isfinite(sw.b_simple_at(0)))
+    with pytest.raises(ValueError, match="noise_growth"):
+        StepsSweep(sw.batch_sizes, sw.targets, sw.seeds, sw.steps, sw.best_lr, sw.tried, sw.params, 0,
+                   "test_loss").b_simple_at()
+
+
+def test_b_simple_along_is_the_step_average_of_the_logged_values_up_to_the_target():
+    steps = np.array([[[15.0]], [[20.0]]])  # (num_targets, num_batch_sizes, num_seeds)
+    series = (np.array([0.0, 10.0, 20.0]), np.array([100.0, 200.0, 300.0]))
+    sw = StepsSweep(np.array([8]), np.array([1.8, 1.5]), np.array([0]), steps, np.array([[0.1], [0.1]]), [], [], 1,
+                    "test_loss", noise=[{0.1: [series]}])
+    at_15 = np.sqrt(200.0 * 300.0)  # interpolated in log between steps 10 and 20
+    assert sw.b_simple_at(0)[0, 0] == pytest.approx(at_15)
+    assert sw.b_simple_at(1)[0, 0] == pytest.approx(300.0)
+    assert sw.b_simple_along(0)[0, 0] == pytest.approx(((100 + 200) / 2 * 10 + (200 + at_15) / 2 * 5) / 15)
+    assert sw.b_simple_along(1)[0, 0] == pytest.approx(((100 + 200) / 2 * 10 + (200 + 300) / 2 * 10) / 20)

@@ -881,3 +881,23 @@ def test_sweep_keeps_each_runs_gradient_norms_in_grid_order(data):
         tried = lrs[res.trained[i]]
         ref = train_many(MLP, data, tried, [0], replace(cfg, batch_size=b, eval_every=40, progress=False))
         np.testing.assert_array_equal(res.histories[i].grad_norm, ref.grad_norm)
+
+
+def test_stop_rule_stops_the_runs_it_names_with_the_parameters_they_reached(data):
+    cfg = TrainConfig(batch_size=32, num_steps=60, eval_every=5, progress=False, target=0.0, target_metric="test_loss")
+    calls = []
+
+    def rule(reached):
+        calls.append(reached.copy())
+        return np.array([False, len(calls) >= 3])  # stop run 1 at the third evaluation (step 10)
+
+    hist = train_many(make_model, data, [0.05], [0, 1], cfg, stop_rule=rule)
+    alone = train_many(make_model, data, [0.05], [0, 1], replace(cfg, num_steps=10, target=None))
+    assert np.isnan(hist.train_loss[1, 10:]).all() and np.isfinite(hist.train_loss[0]).all()
+    for k in hist.params:
+        torch.testing.assert_close(hist.params[k][1], alone.params[k][1])
+    assert not hist.diverged.any() and (hist.reached_at == -1).all()
+    with pytest.raises(ValueError, match="stop_rule"):
+        train_many(make_model, data, [0.05], [0], replace(cfg, target=None), stop_rule=rule)
+    with pytest.raises(ValueError, match="one bool per run"):
+        train_many(make_model, data, [0.05], [0, 1], cfg, stop_rule=lambda reached: np.array([True]))

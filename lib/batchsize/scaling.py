@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 from . import _memo, seeding, tune
+from .hardware import num_threads
 from ._checks import as_positive_array, check_data, check_positive_float, check_positive_int
 from .steps import trainable_parameters
 from .train import TrainConfig, train_many
@@ -68,6 +69,7 @@ class StepsSweep:
     params: list  # per batch size: {name: (num_seeds, ...)} of the tuned runs for the hardest target, where they stopped
     num_runs: int  # training runs in all, the reruns included
     metric: str
+    noise: list | None = None  # with cfg.noise_growth, per batch size {lr: per seed (steps, B_simple, at its stop)}
 
     @property
     def median(self):
@@ -85,6 +87,43 @@ class StepsSweep:
             if mask.any():
                 lo[j], hi[j] = lrs[mask].min(), lrs[mask].max()
         return lo, hi
+
+    def b_simple_series(self, target=-1):
+        """Per batch size, per seed: (steps, B_simple) logged along the run tuned for `target`. Introduced in 2.2."""
+        if self.noise is None:
+            raise ValueError("the sweep logged no noise scale: run sweep_steps with cfg.noise_growth set")
+        return [[self.noise[j][lr][s] for s in range(len(self.seeds))]
+                for j, lr in enumerate(self.best_lr[target])]
+
+    def b_simple_at(self, target=-1):
+        """B_simple of each tuned run where it reached the target, (num_batch_sizes, num_seeds): measured there for
+        the hardest target, interpolated in log between the logged steps for the others; NaN where not reached.
+
+        Introduced in chapter 2.2.
+        """
+        out = np.full(self.steps.shape[1:], np.nan)
+        for j, per_seed in enumerate(self.b_simple_series(target)):
+            for s, (steps, values) in enumerate(per_seed):
+                reach = self.steps[target, j, s]
+                if np.isfinite(reach) and len(steps):
+                    out[j, s] = np.exp(np.interp(reach, steps, np.log(values)))
+        return out
+
+    def b_simple_along(self, target=-1):
+        """B_simple of each tuned run averaged over its steps up to the target, every step weighing the same
+        (trapezoids between the logged steps), (num_batch_sizes, num_seeds); NaN where not reached.
+
+        Introduced in chapter 2.2.
+        """
+        at = self.b_simple_at(target)
+        out = np.full(self.steps.shape[1:], np.nan)
+        for j, per_seed in enumerate(self.b_simple_series(target)):
+            for s, (steps, values) in enumerate(per_seed):
+                reach = self.steps[target, j, s]
+                if np.isfinite(at[j, s]) and reach > 0:
+                    keep = steps < reach
+                    out[j, s] = np.trapezoid(np.append(values[keep], at[j, s]), np.append(steps[keep], reach)) / reach
+        return out
 
 
 def _window_candidates(lrs, first_lrs, prev_lr, window):
@@ -136,6 +175,7 @@ class _StepsRuns:
     hard: int  # index of the hardest target
     max_steps: int
     run_many: object  # train_many, or its memoised call
+    stop_slower: bool = False
     num_runs: int = 0
 
     def steps(self, hist):
@@ -143,16 +183,47 @@ class _StepsRuns:
         return steps_to_target(hist.eval_steps, getattr(hist, self.metric), self.targets, self.metric)
 
 
+def _noise_series(hist, rows):
+    """Per run of `rows`: (steps, B_simple) logged along it, its value where it stopped at the target included;
+    None without cfg.noise_growth."""
+    if hist.b_simple is None:
+        return None
+    out = []
+    for r in range(rows.start, rows.stop):
+        ok = np.isfinite(hist.b_simple[r])
+        steps, values = hist.noise_steps[ok].astype(float), hist.b_simple[r, ok]
+        stop = hist.reached_at[r]
+        if np.isfinite(hist.b_simple_at_stop[r]) and stop not in steps:
+            steps, values = np.append(steps, stop), np.append(values, hist.b_simple_at_stop[r])
+        out.append((steps, values))
+    return out
+
+
+@dataclass(frozen=True)
+class _StopSlower:
+    """A `train_many` stop rule: once most seeds of one learning rate (runs lr-major) have reached the target, the
+    runs of every learning rate whose seeds mostly have not can no longer be the tuned one, and stop."""
+
+    num_lrs: int
+    num_seeds: int  # odd: then "most" is a strict majority, and the median steps of the stopped lrs lie later
+
+    def __call__(self, reached):
+        most = reached.reshape(self.num_lrs, self.num_seeds).sum(1) * 2 > self.num_seeds  # (num_lrs,)
+        return np.repeat(most.any() & ~most, self.num_seeds)
+
+
 def _steps_trials(runs, cfg, new, best):
     """Train learning rates `new` for `tune.search`, a new one capped at the best's slowest seed: {lr: Trial}."""
     cap = cfg.num_steps  # a new lr must beat the best: most seeds no later than its slowest
     if best is not None:
         cap = int(min(cap, best[1].scores[np.isfinite(best[1].scores)].max()))
-    hist = runs.run_many(runs.make_model, runs.data, new, runs.seeds, replace(cfg, num_steps=cap))
+    stop = _StopSlower(len(new), len(runs.seeds)) if runs.stop_slower and len(runs.seeds) % 2 else None
+    hist = runs.run_many(runs.make_model, runs.data, new, runs.seeds, replace(cfg, num_steps=cap), stop_rule=stop)
     runs.num_runs += len(new) * len(runs.seeds)
     s = runs.steps(hist)
     return {lr: tune.Trial(s[runs.hard, rows], np.isinf(s[runs.hard, rows]),
-                           (s[:, rows], hist.diverged[rows], {n: v[rows] for n, v in hist.params.items()}, cap))
+                           (s[:, rows], hist.diverged[rows], {n: v[rows] for n, v in hist.params.items()}, cap,
+                            _noise_series(hist, rows)))
             for lr, rows in _runs_per_lr(new, len(runs.seeds))}
 
 
@@ -197,11 +268,16 @@ def _rerun_missing(runs, run_cfg, result, lr_hard, tried_lrs, all_steps, best_lr
     p = {n: v.clone() for n, v in p.items()}
     for n in p:
         p[n][torch.from_numpy(missing)] = rerun.params[n]
+    if result[4] is not None:  # the reruns' noise scale replaces the cut runs'
+        series = _noise_series(rerun, slice(0, int(missing.sum())))
+        for k, s_ in enumerate(np.flatnonzero(missing)):
+            result[4][s_] = series[k]
     return p
 
 
 def sweep_steps(make_model, data, batch_sizes, lrs, targets, seeds=(0, 1, 2), cfg=TrainConfig(), metric="test_loss",
-                max_steps=20000, first_lrs=None, window=(0.25, 1.0), slack=1.25, cache=False):
+                max_steps=20000, first_lrs=None, window=(0.25, 1.0), slack=1.25, cache=False, stop_slower=False,
+                threads=None):
     """Steps to each target for each batch size at its tuned learning rate. Introduced in chapter 2.
 
     Batch sizes are taken from the largest down. The largest tries `first_lrs` (default: the whole `lrs` grid)
@@ -216,20 +292,31 @@ def sweep_steps(make_model, data, batch_sizes, lrs, targets, seeds=(0, 1, 2), cf
     keyed by all its inputs, the library's source, the versions, the CPU and the thread count, so a later call
     that repeats it on this machine (chapters 3.b and 6 repeat chapter 2's sweep) loads it instead of training
     again.
+
+    Chapter 2.2 adds three options. stop_slower=True (with an odd number of seeds) also stops, inside each batched
+    call, the runs of a learning rate whose median cannot reach the hardest target before another's already has:
+    the tuned results are the same, but the stopped runs leave the near-best sets (`near_best_lrs`). `threads`
+    sets torch's thread count for batch sizes of 256 and more, where a step is matrix products large enough for
+    more cores to pay (chapter 4); None keeps the current setting. With cfg.noise_growth every run logs its
+    B_simple along the way (`StepsSweep.b_simple_along`, `b_simple_at`).
     """
+    if threads is not None:
+        check_positive_int(threads, "threads")
     batch_sizes, lrs, targets, seeds, hardest, hard = _steps_inputs(batch_sizes, lrs, targets, seeds, metric,
                                                                     max_steps, window, slack)
     cfg = replace(cfg, target=float(hardest), target_metric=metric, progress=False)
     runs = _StepsRuns(make_model, data, seeds, targets, metric, hard, max_steps,
-                      functools.partial(_memo.call, train_many) if cache else train_many)
+                      functools.partial(_memo.call, train_many) if cache else train_many, bool(stop_slower))
     out_steps = np.full((len(targets), len(batch_sizes), len(seeds)), np.inf)
     best_lr = np.full((len(targets), len(batch_sizes)), np.nan)
-    tried, params = [], []
+    tried, params, noise = [], [], []
     prev_lr, budget = None, max_steps
     for j, batch_size in enumerate(batch_sizes):
         run_cfg = replace(cfg, batch_size=int(batch_size), num_steps=int(budget))
         cand = _window_candidates(lrs, first_lrs, prev_lr, window)
-        tried_lrs, results, run_cfg = _search_steps(runs, run_cfg, lrs, cand)
+        large = threads is not None and batch_size >= 256
+        with num_threads(threads if large else torch.get_num_threads()):
+            tried_lrs, results, run_cfg = _search_steps(runs, run_cfg, lrs, cand)
         budget = run_cfg.num_steps
         all_steps = np.stack([results[lr][0] for lr in tried_lrs], 1)  # (num_targets, num_lrs, num_seeds)
         diverged = np.stack([results[lr][1] for lr in tried_lrs])
@@ -238,8 +325,10 @@ def sweep_steps(make_model, data, batch_sizes, lrs, targets, seeds=(0, 1, 2), cf
         if np.isnan(lr_hard):
             raise RuntimeError(f"no learning rate reached the target {hardest} at batch size {batch_size} within "
                                f"{budget} steps; raise max_steps or pick an easier target")
-        params.append(_rerun_missing(runs, run_cfg, results[lr_hard], lr_hard, tried_lrs, all_steps, best_lr[:, j],
-                                     out_steps[:, j]))
+        with num_threads(threads if large else torch.get_num_threads()):
+            params.append(_rerun_missing(runs, run_cfg, results[lr_hard], lr_hard, tried_lrs, all_steps,
+                                         best_lr[:, j], out_steps[:, j]))
+        noise.append(None if results[lr_hard][4] is None else {lr: results[lr][4] for lr in tried_lrs})
         tried.append((tried_lrs, all_steps, diverged))
         prev_lr = lr_hard
         if j + 1 < len(batch_sizes) and np.isfinite(slack):
@@ -248,7 +337,8 @@ def sweep_steps(make_model, data, batch_sizes, lrs, targets, seeds=(0, 1, 2), cf
             budget = int(min(max_steps, np.ceil(slack * ratio * finite.max())))
     order = np.argsort(batch_sizes)  # report in increasing batch size
     return StepsSweep(batch_sizes[order], targets, seeds, out_steps[:, order], best_lr[:, order],
-                      [tried[i] for i in order], [params[i] for i in order], runs.num_runs, metric)
+                      [tried[i] for i in order], [params[i] for i in order], runs.num_runs, metric,
+                      None if cfg.noise_growth is None else [noise[i] for i in order])
 
 
 def run_model(make_model, params, i):

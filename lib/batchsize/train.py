@@ -16,8 +16,13 @@ Chapter 5.1 adds three things: `train_many` may be given each run's batches (`or
 `TrainConfig.clip_norm` clips every run's gradient as torch.nn.utils.clip_grad_norm_() does and logs its norm, and
 `evaluate`, `predict` and `recall_per_class` evaluate trained runs on any data. Inside, a training step is built
 from small parts: the live runs' state (`_Runs`, whose `drop` removes stopped runs), the optimizer updates as
-pure functions (`_sgd_update`, `_adam_update`) and the evaluation (`_evaluate`).
+pure functions (`_sgd_update`, `_adam_update`) and the evaluation (`_evaluate`). For the book's MLP the forward
+and backward pass are written out as batched matrix products (`stacked_mlp`), several times faster at small
+batches than autograd; other models go through torch.func. Chapter 2.2 adds `TrainConfig.noise_growth` (each run's
+gradient noise scale logged along the run) and `stop_rule` (runs stopped once they can no longer matter).
 """
+import copy
+import functools
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -26,7 +31,7 @@ import torch.nn.functional as F
 from torch.func import functional_call, stack_module_state
 from tqdm.auto import tqdm
 
-from . import seeding, tune
+from . import seeding, stacked_mlp, tune
 from ._checks import check_batch_size, check_data, check_positive_float, check_positive_int
 
 
@@ -52,6 +57,7 @@ class TrainConfig:
     lr_schedule: object = None  # None or a callable step -> factor on the learning rate
     batch_schedule: object = None  # None or a callable step -> batch size (overrides batch_size from step 0)
     clip_norm: float | None = None  # clip each run's gradient norm to this, as torch.nn.utils.clip_grad_norm_ (5.1)
+    noise_growth: float | None = None  # > 1: log each run's B_simple over the training set at geometric steps (2.2)
 
 
 @dataclass
@@ -72,6 +78,9 @@ class History:
     reached_at: np.ndarray = field(default_factory=lambda: np.zeros(0, int))  # steps to the target, -1 if not
     params: dict | None = None  # train_many: final parameters {name: (num_runs, ...)}; None for train
     grad_norm: np.ndarray | None = None  # with cfg.clip_norm: each step's gradient norm before clipping, else None
+    noise_steps: np.ndarray | None = None  # with cfg.noise_growth: steps at which B_simple was measured, else None
+    b_simple: np.ndarray | None = None  # (num_runs, num_noise_steps) over the training set; NaN once a run stopped
+    b_simple_at_stop: np.ndarray | None = None  # (num_runs,) B_simple where a run stopped at cfg.target, else NaN
 
 
 def _batch_order(num_examples, batch_size, num_steps, seed):
@@ -161,6 +170,10 @@ def _check_config(cfg, X, y, X_test, y_test, lrs, ordered=False):
     if cfg.clip_norm is not None and (isinstance(cfg.clip_norm, bool) or not isinstance(cfg.clip_norm, (int, float))
                                       or np.isnan(cfg.clip_norm) or cfg.clip_norm <= 0):
         raise ValueError(f"clip_norm must be None or a number > 0 (inf: log the norms only), got {cfg.clip_norm!r}")
+    if cfg.noise_growth is not None and (isinstance(cfg.noise_growth, bool)
+                                         or not isinstance(cfg.noise_growth, (int, float))
+                                         or not 1 < cfg.noise_growth < np.inf):
+        raise ValueError(f"noise_growth must be None or a finite number > 1, got {cfg.noise_growth!r}")
     for name, labels in (("y", y), ("y_test", y_test)):
         if labels.dtype != torch.long:
             raise TypeError(f"{name} must hold integer class labels (torch.long), got dtype {labels.dtype}")
@@ -228,6 +241,23 @@ def _evaluate(forward, params, X, y):
         loss = loss.view(len(logits), -1).mean(1)
         acc = (logits.argmax(-1) == y).double().mean(1)
     return loss, acc
+
+
+def _noise_scale(model, forward, params, X, y):
+    """Every run's B_simple over the whole of (X, y), float64 (num_runs,): in closed form for a plain MLP, else
+    `grads.gradient_stats` run by run."""
+    if isinstance(forward, stacked_mlp.StackedMLP):
+        return forward.noise_scale(params, X, y)[2]
+    from .grads import gradient_stats
+
+    out = []
+    for i in range(len(next(iter(params.values())))):
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                p.copy_(params[name][i])
+        with torch.enable_grad():  # called from inside the training loop's no_grad
+            out.append(gradient_stats(model, X, y).b_simple)
+    return torch.tensor(out, dtype=torch.float64)
 
 
 def _loss_and_grads(forward, params, xb, yb):
@@ -341,11 +371,15 @@ class _Runs:
                     decoupled=cfg.optimizer == "adamw")
 
 
-def _empty_history(num_runs, num_steps, eval_steps, grad_norm):
+def _empty_history(num_runs, num_steps, eval_steps, grad_norm, noise_steps=None):
     """A History of NaN (and -1 steps) for num_runs runs, to be filled in by `_fit`."""
     steps, evals = np.full((num_runs, num_steps), np.nan), np.full((num_runs, len(eval_steps)), np.nan)
-    return History(steps, steps.copy(), eval_steps, evals, evals.copy(), np.zeros(num_runs, bool),
+    hist = History(steps, steps.copy(), eval_steps, evals, evals.copy(), np.zeros(num_runs, bool),
                    np.full(num_runs, -1), np.full(num_runs, -1), grad_norm=steps.copy() if grad_norm else None)
+    if noise_steps is not None:
+        hist.noise_steps = noise_steps
+        hist.b_simple, hist.b_simple_at_stop = np.full((num_runs, len(noise_steps)), np.nan), np.full(num_runs, np.nan)
+    return hist
 
 
 def _log_step(runs, hist, step, loss, acc, divergence_factor):
@@ -362,8 +396,9 @@ def _log_step(runs, hist, step, loss, acc, divergence_factor):
     return blown
 
 
-def _log_evaluation(forward, runs, hist, X_test, y_test, i, cfg):
-    """Evaluate the live runs on the test set (evaluation i); stop the runs at their target."""
+def _log_evaluation(forward, runs, hist, X_test, y_test, i, cfg, noise=None, stop_rule=None):
+    """Evaluate the live runs on the test set (evaluation i); stop the runs at their target, logging their B_simple
+    there with `noise` (params -> (num_runs,)) if given, and the runs that `stop_rule` stops."""
     if len(runs.live) == 0:  # every run has diverged or answered: nothing left to evaluate
         return
     loss, acc = _evaluate(forward, runs.params, X_test, y_test)
@@ -372,7 +407,31 @@ def _log_evaluation(forward, runs, hist, X_test, y_test, i, cfg):
         done = acc >= cfg.target if cfg.target_metric == "test_acc" else loss <= cfg.target
         if done.any():
             hist.reached_at[runs.live[done].numpy()] = hist.eval_steps[i]
+            if noise is not None:
+                hist.b_simple_at_stop[runs.live[done].numpy()] = noise(
+                    {k: v[done] for k, v in runs.params.items()}).numpy()
             runs.drop(done)
+        if stop_rule is not None and len(runs.live):
+            stop = np.asarray(stop_rule(hist.reached_at >= 0), dtype=bool)
+            if stop.shape != hist.reached_at.shape:
+                raise ValueError(f"stop_rule must return one bool per run, {len(stop)} in all, got shape {stop.shape}")
+            stop = torch.from_numpy(stop[runs.live.numpy()])
+            if stop.any():
+                runs.drop(stop)
+
+
+def _noise_logger(noise, runs, hist):
+    """A function of the step that logs the live runs' B_simple at the steps of hist.noise_steps (a no-op without)."""
+    if noise is None:
+        return lambda step: None
+    where = {int(s): i for i, s in enumerate(hist.noise_steps)}
+
+    def log(step):
+        i = where.get(step)
+        if i is not None and len(runs.live):
+            hist.b_simple[runs.live.numpy(), i] = noise(runs.params).numpy()
+
+    return log
 
 
 def _next_batch(batches, cfg, step, live, num_examples):
@@ -385,16 +444,20 @@ def _next_batch(batches, cfg, step, live, num_examples):
     return batches.take(live, check_batch_size(batch_size, num_examples))
 
 
-def _fit(model, params, data, cfg, lrs, seeds, callback=None, lr_schedules=None, betas=None, eps=None, orders=None):
+def _fit(model, params, data, cfg, lrs, seeds, callback=None, lr_schedules=None, betas=None, eps=None, orders=None,
+         stop_rule=None):
     """Train stacked parameters {name: (num_runs, ...)} in place; the core of train and train_many.
 
     Only live runs (neither diverged nor at their target) are computed: when a run stops, its parameters are
     written back to `params` and the batched model shrinks to the runs still going. `lr_schedules` holds one
     schedule (or None) per run; None everywhere falls back to cfg.lr_schedule. `betas` and `eps` hold Adam's
     settings per run; None falls back to cfg.betas and cfg.eps. `orders` (num_runs, steps, batch_size), if given,
-    are the runs' batches instead of their seeds' shuffles.
+    are the runs' batches instead of their seeds' shuffles. `stop_rule`, with cfg.target, is called after every
+    evaluation with the runs that reached the target so far (bool (num_runs,)) and returns the runs to stop there.
     """
     X, y, X_test, y_test = data
+    if stop_rule is not None and (cfg.target is None or not callable(stop_rule)):
+        raise ValueError("stop_rule must be a callable, and needs cfg.target")
     _check_config(cfg, X, y, X_test, y_test, lrs, ordered=orders is not None)
     num_runs = len(lrs)
     betas = [cfg.betas] * num_runs if betas is None else [_check_betas(b) for b in betas]
@@ -408,15 +471,23 @@ def _fit(model, params, data, cfg, lrs, seeds, callback=None, lr_schedules=None,
         raise ValueError("orders give every batch: cfg.batch_schedule must be None with them")
     batches = _Orders(len(X), cfg.batch_size, seeds) if orders is None else \
         _check_orders(orders, num_runs, len(X), cfg.num_steps)
-    forward, runs = _Stacked(model), _Runs(params, lrs, betas, eps, X.dtype)
+    names = stacked_mlp.layer_names(model)
+    forward = _Stacked(model) if names is None else stacked_mlp.StackedMLP(names)
+    loss_and_grads = forward.loss_and_grads if names is not None else functools.partial(_loss_and_grads, forward)
+    runs = _Runs(params, lrs, betas, eps, X.dtype)
+    noise_steps = None if cfg.noise_growth is None else _eval_steps(cfg.num_steps, cfg.eval_every, cfg.noise_growth)
     hist = _empty_history(num_runs, cfg.num_steps, _eval_steps(cfg.num_steps, cfg.eval_every, cfg.eval_growth),
-                          grad_norm=cfg.clip_norm is not None)
-    _log_evaluation(forward, runs, hist, X_test, y_test, 0, cfg)
+                          grad_norm=cfg.clip_norm is not None, noise_steps=noise_steps)
+    noise = None if noise_steps is None else functools.partial(
+        _noise_scale, model if names is not None else copy.deepcopy(model), forward, X=X, y=y)
+    log_noise = _noise_logger(noise, runs, hist)
+    log_noise(0)
+    _log_evaluation(forward, runs, hist, X_test, y_test, 0, cfg, noise, stop_rule)
     for step in tqdm(range(cfg.num_steps), disable=not cfg.progress, leave=False, desc="training"):
         if len(runs.live) == 0:
             break  # every run has answered
         idx = _next_batch(batches, cfg, step, runs.live, len(X))  # (len(live), batch_size)
-        loss, acc, grads = _loss_and_grads(forward, runs.params, X[idx], y[idx])
+        loss, acc, grads = loss_and_grads(runs.params, X[idx], y[idx])
         with torch.no_grad():
             blown = _log_step(runs, hist, step, loss, acc, cfg.divergence_factor)
             grads = [g[~blown] for g in grads] if blown.any() else grads
@@ -428,9 +499,10 @@ def _fit(model, params, data, cfg, lrs, seeds, callback=None, lr_schedules=None,
                 lr = lr * torch.tensor([_schedule_value(schedules[r], step, "lr_schedule")
                                         for r in runs.live.tolist()], dtype=lr.dtype)
             runs.update(grads, lr, cfg, step)
+            log_noise(step + 1)
             if (step + 1) in hist.eval_steps:
                 _log_evaluation(forward, runs, hist, X_test, y_test, int(np.searchsorted(hist.eval_steps, step + 1)),
-                                cfg)
+                                cfg, noise, stop_rule)
         if callback is not None and (step + 1) % cfg.eval_every == 0 and len(runs.live):
             runs.write_back()
             callback(step + 1, params)
@@ -471,7 +543,7 @@ def train(model, data, cfg=TrainConfig(), callback=None):
 
 
 def train_many(make_model, data, lrs, seeds=(0,), cfg=TrainConfig(), lr_schedules=None, betas=None, eps=None,
-               orders=None):
+               orders=None, stop_rule=None):
     """Train every (lr, seed) pair at once as one batched model; History arrays are (len(lrs) * len(seeds), ...).
 
     Introduced in chapter 1 (gradient variance). Runs are ordered lr-major: run i has
@@ -483,6 +555,10 @@ def train_many(make_model, data, lrs, seeds=(0,), cfg=TrainConfig(), lr_schedule
     themselves, a torch.long tensor of example indices (num_runs, steps, batch_size), or (steps, batch_size) for
     every run, with steps >= cfg.num_steps: run i trains on X[orders[i, t]] at step t, so a batch may repeat
     examples or exceed the data set; cfg.batch_size is then not used, and cfg.batch_schedule must be None.
+    `stop_rule` (chapter 2.2), with cfg.target: called after every evaluation with the runs at the target so far
+    (bool (num_runs,)), it returns the runs to stop there (bool (num_runs,)); they keep the parameters they reached.
+    With cfg.noise_growth the History also holds each run's B_simple over the whole training set (X_train, y_train)
+    at geometrically spaced steps, and where it stopped at cfg.target.
     """
     lrs, seeds = list(np.atleast_1d(lrs).astype(float)), [int(s) for s in np.atleast_1d(seeds)]
     if not lrs or not seeds:
@@ -508,7 +584,8 @@ def train_many(make_model, data, lrs, seeds=(0,), cfg=TrainConfig(), lr_schedule
     params = {k: v.detach() for k, v in params.items()}
     run_lrs = [lr for lr in lrs for _ in seeds]
     run_seeds = [s for _ in lrs for s in seeds]
-    hist = _fit(models[0], params, data, cfg, run_lrs, run_seeds, lr_schedules=lr_schedules, orders=orders, **per_lr)
+    hist = _fit(models[0], params, data, cfg, run_lrs, run_seeds, lr_schedules=lr_schedules, orders=orders,
+                stop_rule=stop_rule, **per_lr)
     hist.params = params
     return hist
 

@@ -1,0 +1,107 @@
+"""The book's MLP for many runs at once, forward and backward written out as batched matrix products.
+
+`train.train_many` trains many runs of one model as stacked parameters {name: (num_runs, ...)}. For a model that
+is a plain stack of nn.Linear layers with ReLU between them (`models.MLP` without batch norm), this module does a
+step without autograd: a forward pass of three `baddbmm`, the softmax cross-entropy's gradient in closed form and
+a backward pass of matrix products. At small batches that is several times faster than torch.func's `vmap` with
+autograd, whose fixed cost per step dominates there (`benchmarks/run.py` measures it), and it gives the same
+gradients up to rounding (tests/test_stacked_mlp.py checks them against autograd in float64). It also gives each
+run's gradient noise scale over a whole data set in the same pass, from the per-example gradient norms of linear
+layers, |g_i|^2 = sum over layers of |delta_i|^2 (|a_i|^2 + 1). Introduced in chapter 2.2.
+"""
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def layer_names(model):
+    """The (weight, bias) parameter names of each Linear layer if model is Linear layers with ReLU between, else None.
+
+    Every parameter must be trainable and every Linear must have a bias.
+    """
+    if not isinstance(model, nn.Sequential) or len(model) == 0 or len(model) % 2 == 0:
+        return None
+    names = []
+    for i, layer in enumerate(model):
+        if i % 2 == 1:
+            if type(layer) is not nn.ReLU:
+                return None
+            continue
+        if type(layer) is not nn.Linear or layer.bias is None:
+            return None
+        if not (layer.weight.requires_grad and layer.bias.requires_grad):
+            return None
+        names.append((f"{i}.weight", f"{i}.bias"))
+    return names
+
+
+class StackedMLP:
+    """Forward and backward of stacked runs of an MLP whose Linear layers have the parameter names `names`."""
+
+    def __init__(self, names):
+        self.names = names
+
+    def _forward(self, params, x):
+        """Each layer's input and pre-activation, and the logits: x (num_runs, n, in) or (n, in) for every run."""
+        inputs, pre = [], []
+        h = x
+        for k, (w, b) in enumerate(self.names):
+            W = params[w]  # (num_runs, out, in)
+            if h.ndim == 2:
+                h = h.expand(len(W), *h.shape)
+            inputs.append(h)
+            z = torch.baddbmm(params[b][:, None], h, W.transpose(1, 2))  # (num_runs, n, out)
+            if k + 1 < len(self.names):
+                pre.append(z)
+                h = z.clamp_min(0)
+        return inputs, pre, z
+
+    def __call__(self, params, x, shared=False):
+        """Logits (num_runs, n, num_classes) of x, (num_runs, n, in) or (n, in) when shared (as train._Stacked)."""
+        return self._forward(params, x)[2]
+
+    def _backward(self, params, inputs, pre, dz, want_grads=True):
+        """Deltas of every layer's output, first layer first, and the gradients {name: (num_runs, ...)} if want_grads."""
+        deltas, grads = [], {}
+        for k in range(len(self.names) - 1, -1, -1):
+            w, b = self.names[k]
+            deltas.append(dz)
+            if want_grads:
+                grads[w] = torch.bmm(dz.transpose(1, 2), inputs[k])  # (num_runs, out, in)
+                grads[b] = dz.sum(1)
+            if k > 0:
+                dz = torch.bmm(dz, params[w]) * (pre[k - 1] > 0)
+        return deltas[::-1], grads
+
+    def loss_and_grads(self, params, xb, yb):
+        """Every run's mean cross-entropy and accuracy on its batch, and the gradients (as train._loss_and_grads)."""
+        with torch.no_grad():
+            inputs, pre, z = self._forward(params, xb)
+            log_p = F.log_softmax(z, -1)  # (num_runs, batch_size, num_classes)
+            loss = -log_p.gather(-1, yb[..., None]).squeeze(-1).mean(1)
+            acc = (z.argmax(-1) == yb).double().mean(1)
+            dz = log_p.exp_()
+            dz.scatter_add_(-1, yb[..., None], torch.full_like(dz[..., :1], -1.0))
+            dz /= yb.shape[-1]
+            _, grads = self._backward(params, inputs, pre, dz)
+        return loss, acc, [grads[name] for name in params]
+
+    def noise_scale(self, params, X, y):
+        """|G|^2, tr(Sigma) and B_simple of every run over the whole of (X, y): three float64 tensors (num_runs,).
+
+        As grads.gradient_stats for each run: G is the mean gradient, tr(Sigma) = mean_i |g_i|^2 - |G|^2.
+        """
+        with torch.no_grad():
+            inputs, pre, z = self._forward(params, X)
+            dz = F.softmax(z, -1)  # per-example gradient of each example's own loss: softmax - one-hot
+            dz[..., :].scatter_add_(-1, y.expand(len(z), -1)[..., None], torch.full_like(dz[..., :1], -1.0))
+            deltas, _ = self._backward(params, inputs, pre, dz, want_grads=False)
+            sq = torch.zeros(z.shape[:2], dtype=torch.float64)  # (num_runs, N): |g_i|^2
+            mean_sq = torch.zeros(len(z), dtype=torch.float64)  # |G|^2
+            for a, d in zip(inputs, deltas):
+                d2 = d.square().sum(-1).double()
+                sq += d2 * (a.square().sum(-1).double() + 1)
+                G_w = torch.bmm(d.transpose(1, 2).double(), a.double()) / len(X)  # (num_runs, out, in)
+                mean_sq += G_w.square().sum((1, 2)) + (d.double().mean(1)).square().sum(1)
+            trace = sq.mean(1) - mean_sq
+        return mean_sq, trace, trace / mean_sq
