@@ -222,6 +222,66 @@ def _bench_sweep(batch_sizes, seeds, targets, max_steps):
            f"pruned {fmt(t_pruned)} vs loop {fmt(t_loop)}")
 
 
+# ----------------------------------------------------------------------------------------------------------------
+# (e) chapter 2.2's sweep (hand-written MLP passes, slower learning rates stopped) against chapter 2's engine
+
+
+def autograd_mlp(dtype=torch.float32):
+    """The book's MLP with an nn.Identity appended: the same function, which train_many does not detect as a plain
+    MLP, so it trains through torch.func and autograd, chapter 2's engine (tests/test_stacked_mlp.py)."""
+    return torch.nn.Sequential(*MLP(), torch.nn.Identity()).to(dtype)
+
+
+def bench_engine(batch_sizes=(4, 16, 64, 256), targets=(1.5, 1.2, 1.0), seeds=(0, 1, 2)):
+    """Chapter 2.2's sweep, `sweep_steps(MLP, ..., stop_slower=True)`, against the same call through chapter 2's
+    engine (autograd, every learning rate run to its end) on chapter 2.2's grid, smaller, and whether the tuned
+    steps agree. One CPU thread for both, as in `bench_sweep`.
+
+    The two compute the same runs up to float32 rounding, which differs between the hand-written passes and
+    autograd; a learning rate near the edge of stability can amplify it into a different step count. So when the
+    tuned steps differ in float32, the two sweeps are repeated in float64 (untimed) to tell rounding from the
+    engines.
+    """
+    with num_threads(1):
+        _bench_engine(batch_sizes, targets, seeds)
+
+
+def _engine_sweeps(batch_sizes, targets, seeds, dtype):
+    """() -> sweep of the new engine and of the old one, on chapter 2.2's grid in `dtype`."""
+    X, y, _, _ = load_mnist1d()
+    data = (X.to(dtype), y, X[:1000].to(dtype), y[:1000])  # training-loss target on 1000 examples, as chapter 2.2
+    lrs = 0.01 * 2.0 ** (np.arange(19) / 2)
+    kw = {"targets": list(targets), "seeds": seeds, "first_lrs": lrs[14:17], "window": (0.17, 1.0), "slack": 2.0,
+          "max_steps": 20000, "cfg": TrainConfig(eval_every=1, eval_growth=1.1), "cache": False}
+
+    def new():
+        return scaling.sweep_steps(lambda: MLP().to(dtype), data, batch_sizes, lrs, stop_slower=True, **kw)
+
+    def old():
+        return scaling.sweep_steps(lambda: autograd_mlp(dtype), data, batch_sizes, lrs, stop_slower=False, **kw)
+    return new, old
+
+
+def _tuning_differs(a, b):
+    """The batch sizes at which two sweeps' tuned steps (any target, any seed) or learning rates differ."""
+    differ = (a.steps != b.steps).any((0, 2)) | (a.best_lr != b.best_lr).any(0)
+    return a.batch_sizes[differ].tolist()
+
+
+def _bench_engine(batch_sizes, targets, seeds):
+    (t_new, new), (t_old, old) = [timed(fn) for fn in _engine_sweeps(batch_sizes, targets, seeds, torch.float32)]
+    differ = {"float32": _tuning_differs(new, old)}
+    if differ["float32"]:
+        new64, old64 = [fn() for fn in _engine_sweeps(batch_sizes, targets, seeds, torch.float64)]
+        differ["float64"] = _tuning_differs(new64, old64)
+    print("engine sweeps, tuned steps and learning rates: " + ", ".join(
+        f"DIFFERENT in {dtype} (at B = {', '.join(map(str, d))})" if d else f"identical in {dtype}"
+        for dtype, d in differ.items()) + f"; {new.num_runs} runs in float32 vs {old.num_runs}", flush=True)
+    report(f"chapter 2.2's sweep (MLP, B = {', '.join(map(str, batch_sizes))}, a 19-lr grid x {len(seeds)} seeds, "
+           f"{len(targets)} targets down to {min(targets)})", t_old / t_new,
+           "faster than chapter 2's engine (autograd, no stop_slower)", f"new {fmt(t_new)} vs old {fmt(t_old)}")
+
+
 def timed(fn):
     """(seconds, result) of one call (`hardware.time_fn`, one repeat): the sweeps are long enough for one."""
     result = []
@@ -240,4 +300,5 @@ if __name__ == "__main__":
     bench_per_example_stats()
     bench_gram()
     bench_sweep()
+    bench_engine()
     bench_nqm()
