@@ -89,19 +89,20 @@ class StackedMLP:
     def noise_scale(self, params, X, y):
         """|G|^2, tr(Sigma) and B_simple of every run over the whole of (X, y): three float64 tensors (num_runs,).
 
-        As grads.gradient_stats for each run: G is the mean gradient, tr(Sigma) = mean_i |g_i|^2 - |G|^2.
+        As grads.gradient_stats for each run: G is the mean gradient, tr(Sigma) = mean_i |g_i|^2 - |G|^2. The sums
+        run in X's dtype (float32 keeps about six digits of each, far more than a noise scale needs) and the last
+        subtraction in float64.
         """
         with torch.no_grad():
             inputs, pre, z = self._forward(params, X)
             dz = F.softmax(z, -1)  # per-example gradient of each example's own loss: softmax - one-hot
-            dz[..., :].scatter_add_(-1, y.expand(len(z), -1)[..., None], torch.full_like(dz[..., :1], -1.0))
+            dz.scatter_add_(-1, y.expand(len(z), -1)[..., None], torch.full_like(dz[..., :1], -1.0))
             deltas, _ = self._backward(params, inputs, pre, dz, want_grads=False)
-            sq = torch.zeros(z.shape[:2], dtype=torch.float64)  # (num_runs, N): |g_i|^2
+            sq = torch.zeros(z.shape[:2], dtype=z.dtype)  # (num_runs, N): |g_i|^2
             mean_sq = torch.zeros(len(z), dtype=torch.float64)  # |G|^2
             for a, d in zip(inputs, deltas):
-                d2 = d.square().sum(-1).double()
-                sq += d2 * (a.square().sum(-1).double() + 1)
-                G_w = torch.bmm(d.transpose(1, 2).double(), a.double()) / len(X)  # (num_runs, out, in)
-                mean_sq += G_w.square().sum((1, 2)) + (d.double().mean(1)).square().sum(1)
-            trace = sq.mean(1) - mean_sq
+                sq += d.square().sum(-1) * (a.square().sum(-1) + 1)
+                G_w = torch.bmm(d.transpose(1, 2), a) / len(X)  # (num_runs, out, in): the weight's mean gradient
+                mean_sq += G_w.square().sum((1, 2)).double() + d.mean(1).square().sum(1).double()
+            trace = sq.double().mean(1) - mean_sq
         return mean_sq, trace, trace / mean_sq
