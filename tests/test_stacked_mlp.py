@@ -99,3 +99,21 @@ def test_noise_growth_logs_b_simple_along_each_run_for_any_model():
         seeding.manual_seed(0)
         start = grads.gradient_stats(make(), d[0], d[1]).b_simple
         assert hist.b_simple[0, 0] == pytest.approx(start, rel=1e-4)
+
+
+def test_a_run_gives_the_same_numbers_alone_and_inside_a_stack_with_several_threads():
+    X, y, X_test, y_test = load_mnist1d()
+    data = (X, y, X_test, y_test)
+    lrs = [0.01, 0.03, 0.09, 0.27]
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)  # one product of two threads may split its sum and round otherwise
+    try:
+        for batch_size in (16, 256):
+            cfg = train.TrainConfig(batch_size=batch_size, num_steps=3, eval_every=3, progress=False)
+            stack = train.train_many(MLP, data, lrs, [0], cfg)
+            for i, lr in enumerate(lrs):
+                alone = train.train_many(MLP, data, [lr], [0], cfg)
+                for k in stack.params:
+                    assert torch.equal(stack.params[k][i], alone.params[k][0]), (batch_size, lr, k)
+    finally:
+        torch.set_num_threads(before)

@@ -35,6 +35,14 @@ def layer_names(model):
     return names
 
 
+def _bmm(a, b):
+    """torch.bmm, with a single run computed as two: with several threads, a product of one pair may be split along
+    the summed axis and round differently, and a run must give the same numbers alone as inside a stack."""
+    if len(a) > 1:
+        return torch.bmm(a, b)
+    return torch.bmm(a.expand(2, -1, -1), b.expand(2, -1, -1))[:1]
+
+
 class StackedMLP:
     """Forward and backward of stacked runs of an MLP whose Linear layers have the parameter names `names`."""
 
@@ -67,7 +75,7 @@ class StackedMLP:
             w, b = self.names[k]
             deltas.append(dz)
             if want_grads:
-                grads[w] = torch.bmm(dz.transpose(1, 2), inputs[k])  # (num_runs, out, in)
+                grads[w] = _bmm(dz.transpose(1, 2), inputs[k])  # (num_runs, out, in)
                 grads[b] = dz.sum(1)
             if k > 0:
                 dz = torch.bmm(dz, params[w]) * (pre[k - 1] > 0)
