@@ -2,12 +2,13 @@
 import numpy as np
 import pytest
 import torch
+from torch import nn
+from torch.func import stack_module_state
+
 from batchsize import grads, seeding, stacked_mlp, train
 from batchsize.data import load_mnist1d
 from batchsize.models import CNN1D, MLP
 from batchsize.scaling import run_model
-from torch import nn
-from torch.func import stack_module_state
 
 
 def stacked(num_runs, dtype=torch.float64, make=MLP):

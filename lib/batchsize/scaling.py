@@ -18,15 +18,11 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 from . import _memo, seeding, tune
-from ._checks import (
-    as_positive_array,
-    check_data,
-    check_positive_float,
-    check_positive_int,
-)
 from .hardware import num_threads
+from ._checks import as_positive_array, check_data, check_positive_float, check_positive_int
 from .steps import trainable_parameters
 from .train import TrainConfig, train_many
+
 
 # ----------------------------------------------------------------------------------------------------------------
 # steps to target

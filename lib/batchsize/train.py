@@ -32,12 +32,7 @@ from torch.func import functional_call, stack_module_state
 from tqdm.auto import tqdm
 
 from . import seeding, stacked_mlp, tune
-from ._checks import (
-    check_batch_size,
-    check_data,
-    check_positive_float,
-    check_positive_int,
-)
+from ._checks import check_batch_size, check_data, check_positive_float, check_positive_int
 
 
 @dataclass
