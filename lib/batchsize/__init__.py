@@ -3,7 +3,8 @@
 One flat package of small modules, each named after what it holds:
 data (MNIST-1D, synthetic regression), models (MLP, 1-D CNN), sim (noisy-quadratic SGD simulator and model),
 grads (per-example gradient statistics), prose (the numbers a chapter's text quotes), seeding (the book-wide
-replicate, BATCHSIZE_SEED), train (fast seeded SGD and Adam, many runs at once, schedules), tune (the rule for the
+replicate, BATCHSIZE_SEED), train (fast seeded SGD and Adam, many runs at once, schedules), stacked_mlp (the MLP's
+forward and backward pass for many runs at once, written out, and their noise scales), tune (the rule for the
 best learning rate on a grid, the seed bootstrap), scaling (steps to a target against the batch size, the critical
 batch size, sharpness), steps (one training step of a model: flat gradients, micro-batches, gradient accumulation,
 any torch.optim optimizer), hardware (devices, timing, throughput, FLOPs and provenance), memory (bytes against
@@ -21,8 +22,8 @@ behind the widgets, `widgets.plot_sgd_paths` and `widgets.plot_nqm`). Every timi
 an input pipeline, with the wait for its first batch.
 """
 from . import (advise, claims, data, grads, hardware, memory, models, parallel, plots, prose, scaling, seeding, sim,
-               steps, train, tune, widgets)
+               stacked_mlp, steps, train, tune, widgets)
 
 __all__ = ["advise", "claims", "data", "grads", "hardware", "memory", "models", "parallel", "plots", "prose", "scaling",
-           "seeding", "sim", "steps", "train", "tune", "widgets"]
+           "seeding", "sim", "stacked_mlp", "steps", "train", "tune", "widgets"]
 __version__ = "0.1.0"
