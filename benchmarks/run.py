@@ -12,12 +12,12 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call, grad, vmap
 
-from batchsize import grads, scaling
+from batchsize import grads, scaling, seeding
 from batchsize.data import load_mnist1d
 from batchsize.hardware import cpu_model, num_threads, time_fn
-from batchsize.models import MLP
+from batchsize.models import MLP, TinyGPT
 from batchsize.sim import NQM, nqm_steps_to_target, simulate_nqm, simulate_sgd
-from batchsize.train import TrainConfig, train
+from batchsize.train import TrainConfig, _batch_order, train, train_many
 
 
 def median_times(*fns, repeats, warmup=1):
@@ -282,6 +282,84 @@ def _bench_engine(batch_sizes, targets, seeds):
            "faster than chapter 2's engine (autograd, no stop_slower)", f"new {fmt(t_new)} vs old {fmt(t_old)}")
 
 
+# ----------------------------------------------------------------------------------------------------------------
+# (f) chapter 5's batched transformer runs against the same runs trained one by one with torch.optim.AdamW
+
+
+def random_sequences(vocab_size, context, num_train=512, num_test=64, seed=0):
+    """(X, y, X_test, y_test) of random tokens, y the next tokens: (N, context) each."""
+    seq = torch.randint(vocab_size, (num_train + num_test, context + 1), generator=torch.Generator().manual_seed(seed))
+    return seq[:num_train, :-1], seq[:num_train, 1:], seq[num_train:, :-1], seq[num_train:, 1:]
+
+
+def adamw_loop(make_model, data, lr, seed, batch_size, num_steps, weight_decay):
+    """One run as a plain PyTorch loop: torch.optim.AdamW over the batches train_many gives seed, the loss read every
+    step and the test set evaluated at the start and the end, as train_many does. Returns the training losses."""
+    X, y, X_test, y_test = data
+    seeding.manual_seed(seed)
+    model = make_model()
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+
+    def evaluate():
+        with torch.no_grad():
+            return F.cross_entropy(model(X_test).flatten(0, 1), y_test.flatten()).item()
+
+    evaluate()
+    losses = []
+    for idx in _batch_order(len(X), batch_size, num_steps, seed):
+        opt.zero_grad()
+        loss = F.cross_entropy(model(X[idx]).flatten(0, 1), y[idx].flatten())
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    evaluate()
+    return losses
+
+
+def bench_language_model(batch_sizes=(1, 4), context=32, vocab_size=32, num_lrs=4, seeds=(0, 1, 2), num_steps=100):
+    """`train_many` of TinyGPT runs (learning rates x seeds, one tensor program) against the same runs trained one
+    by one with torch.optim.AdamW, at each batch size, and the tokens per second of one plain run at B = 1 and
+    B = 64. One CPU thread, as the chapter runs them: at these sizes a step is dozens of small operations, whose fixed
+    costs the batched runs share; as B grows the arithmetic, which batching does not share, takes over."""
+    with num_threads(1):
+        _bench_language_model(batch_sizes, context, vocab_size, num_lrs, seeds, num_steps)
+
+
+def _bench_language_model(batch_sizes, context, vocab_size, num_lrs, seeds, num_steps):
+    data = random_sequences(vocab_size, context)
+    lrs, num_runs = 1e-3 * 3.0 ** np.arange(num_lrs), num_lrs * len(seeds)
+
+    def make_model():
+        return TinyGPT(vocab_size, context)
+
+    def one_by_one(B, lrs=lrs, seeds=seeds):
+        return [adamw_loop(make_model, data, float(lr), s, B, num_steps, 0.1) for lr in lrs for s in seeds]
+
+    rates = {}
+    for B in batch_sizes:
+        cfg = TrainConfig(batch_size=B, num_steps=num_steps, eval_every=num_steps, optimizer="adamw",
+                          weight_decay=0.1, progress=False)
+
+        def batched(cfg=cfg):
+            return train_many(make_model, data, lrs, seeds, cfg)
+
+        gap = np.abs(batched().train_loss - np.array(one_by_one(B))).max(0)  # per step, over the runs
+        t_batched, t_loop = median_times(batched, lambda B=B: one_by_one(B), repeats=3)
+        rates[B] = num_runs * B * context * num_steps / t_batched
+        same = (f"training losses within {gap[:10].max():.1g} over the first 10 steps and {gap[-1]:.1g} at the end "
+                f"(float32 rounding, which these noisy runs amplify)" if gap[:10].max() < 1e-4 else
+                f"training losses DIFFERENT from the first steps on (by up to {gap[:10].max():.2g})")
+        report(f"TinyGPT runs ({num_lrs} lrs x {len(seeds)} seeds, B = {B} sequences = {B * context} tokens, "
+               f"context {context}, {num_steps} AdamW steps)", t_loop / t_batched,
+               "faster than the same runs trained one by one with torch.optim.AdamW",
+               f"train_many {fmt(t_batched)} vs loop {fmt(t_loop)}; {same}", target=3)
+    alone = {B: B * context * num_steps / median_times(lambda B=B: one_by_one(B, lrs[:1], seeds[:1]), repeats=3)[0]
+             for B in (1, 64)}
+    print(f"TinyGPT tokens per second on one thread (context {context}, evaluations included): one run with "
+          f"torch.optim.AdamW {alone[1]:,.0f} at B = 1 and {alone[64]:,.0f} at B = 64; train_many's {num_runs} runs "
+          + ", ".join(f"{rates[B]:,.0f} at B = {B}" for B in batch_sizes), flush=True)
+
+
 def timed(fn):
     """(seconds, result) of one call (`hardware.time_fn`, one repeat): the sweeps are long enough for one."""
     result = []
@@ -302,3 +380,4 @@ if __name__ == "__main__":
     bench_sweep()
     bench_engine()
     bench_nqm()
+    bench_language_model()

@@ -246,7 +246,7 @@ def test_bad_config_raises_naming_the_setting(small_data, change, error, match):
 
 
 BAD_DATA = [
-    (lambda X, y: (X, y.float()), TypeError, "y must hold integer class labels"),
+    (lambda X, y: (X, y.float()), TypeError, "y(_test)? must hold integer class labels"),
     (lambda X, y: (X, y[:-1]), ValueError, "same number of examples"),
     (lambda X, y: (X[:0], y[:0]), ValueError, "at least one example"),
     (lambda X, y: (X.long(), y), TypeError, "X must be a floating-point"),
@@ -901,3 +901,200 @@ def test_stop_rule_stops_the_runs_it_names_with_the_parameters_they_reached(data
         train_many(make_model, data, [0.05], [0], replace(cfg, target=None), stop_rule=rule)
     with pytest.raises(ValueError, match="one bool per run"):
         train_many(make_model, data, [0.05], [0, 1], cfg, stop_rule=lambda reached: np.array([True]))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# chapter 5 (language models): token sequences, TinyGPT, many runs against torch.optim.AdamW on separate models
+
+
+from batchsize import seeding  # noqa: E402
+from batchsize.models import TinyGPT  # noqa: E402
+from batchsize.train import _adam_update_, _sgd_update_  # noqa: E402
+
+
+def token_data(vocab_size=12, context=16, num_train=48, num_test=16, seed=0):
+    """Random sequences with a rule to learn (each steps through the vocabulary by its own stride from a random
+    start, one token in eight replaced at random): (X, y, X_test, y_test), y the next tokens, (N, context) each."""
+    gen = torch.Generator().manual_seed(seed)
+    n = num_train + num_test
+    start, stride = torch.randint(vocab_size, (n, 1), generator=gen), torch.randint(1, 4, (n, 1), generator=gen)
+    seq = (start + stride * torch.arange(context + 1)) % vocab_size
+    noise = torch.rand(seq.shape, generator=gen) < 1 / 8
+    seq[noise] = torch.randint(vocab_size, (int(noise.sum()),), generator=gen)
+    return seq[:num_train, :-1], seq[:num_train, 1:], seq[num_train:, :-1], seq[num_train:, 1:]
+
+
+def tiny_gpt(dtype=torch.float32):
+    return lambda: TinyGPT(12, 16, width=16, num_layers=2, num_heads=2).to(dtype)
+
+
+def reference_tokens(model, data, cfg, optimizer):
+    """torch.optim over the library's batches of sequences, the loss the mean over every token; per-step losses."""
+    X, y, _, _ = data
+    losses = []
+    for idx in _batch_order(len(X), cfg.batch_size, cfg.num_steps, cfg.seed):
+        optimizer.zero_grad()
+        loss = F.cross_entropy(model(X[idx]).flatten(0, 1), y[idx].flatten())
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    return np.array(losses)
+
+
+TOKENS = TrainConfig(batch_size=4, num_steps=40, eval_every=20, optimizer="adamw", weight_decay=0.05, progress=False)
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "adam", "sgd"])
+def test_each_tinygpt_run_of_train_many_equals_torch_optim_on_its_own_model(optimizer):
+    # float64: in float32, Adam's step, about lr * sign(g) where |g| << eps fails, turns rounding into differences
+    # of a whole step (measured up to 0.1 in a parameter after 40 steps); in float64 they stay below 1e-8.
+    data = token_data()
+    lrs, betas, eps = [3e-2, 1e-2, 3e-3], [(0.8, 0.99), (0.6, 0.996), (0.0, 0.9)], [1e-6, 1e-4, 1e-2]
+    cfg = replace(TOKENS, optimizer=optimizer, momentum=0.9 if optimizer == "sgd" else 0.0)
+    per_lr = {} if optimizer == "sgd" else {"betas": betas, "eps": eps}
+    lrs = [0.3, 0.1, 0.03] if optimizer == "sgd" else lrs
+    hist = train_many(tiny_gpt(torch.float64), data, lrs, seeds=[0, 1], cfg=cfg, **per_lr)
+    keys_dropped = torch.ones(3 * 16, dtype=torch.bool)
+    keys_dropped[16:32] = False  # queries, keys, values: width 16 each
+    assert hist.train_loss[:, -5:].mean() < hist.train_loss[:, :5].mean() - 0.1  # they learn something
+    for k, lr in enumerate(lrs):
+        for j, seed in enumerate([0, 1]):
+            seeding.manual_seed(seed)
+            model = tiny_gpt(torch.float64)()
+            if optimizer == "sgd":
+                opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=cfg.weight_decay)
+            else:
+                opt_cls = torch.optim.AdamW if optimizer == "adamw" else torch.optim.Adam
+                opt = opt_cls(model.parameters(), lr=lr, betas=betas[k], eps=eps[k], weight_decay=cfg.weight_decay)
+            ref = reference_tokens(model, data, replace(cfg, seed=seed), opt)
+            np.testing.assert_allclose(hist.train_loss[2 * k + j], ref, rtol=1e-7, atol=1e-9)
+            for name, p in model.named_parameters():
+                got, want = hist.params[name][2 * k + j], p.detach()
+                if name.endswith("qkv.bias"):  # the keys' bias has no gradient (a query's scores all shift by the
+                    got, want = got[keys_dropped], want[keys_dropped]  # same amount): it moves by rounding alone
+                torch.testing.assert_close(got, want, rtol=1e-7, atol=1e-8)
+
+
+def test_tinygpt_rows_of_train_many_equal_train_alone_in_float32():
+    data = token_data()
+    cfg = replace(TOKENS, optimizer="adamw", num_steps=20, eval_every=10)
+    hist = train_many(tiny_gpt(), data, [1e-2, 3e-3], seeds=[0, 1], cfg=cfg)
+    for i, (lr, seed) in enumerate([(1e-2, 0), (1e-2, 1), (3e-3, 0), (3e-3, 1)]):
+        seeding.manual_seed(seed)
+        single = train(tiny_gpt()(), data, replace(cfg, lr=lr, seed=seed))
+        assert_same_history(History(hist.train_loss[i], hist.train_acc[i], hist.eval_steps, hist.test_loss[i],
+                                    hist.test_acc[i], hist.diverged[i], hist.diverged_at[i]), single)
+
+
+def test_sequence_loss_and_accuracy_are_per_token():
+    data = token_data()
+    X, y, X_test, y_test = data
+    cfg = replace(TOKENS, num_steps=1, eval_every=1)
+    hist = train_many(tiny_gpt(), data, [1e-2], seeds=[3], cfg=cfg)
+    seeding.manual_seed(3)
+    model = tiny_gpt()()
+    idx = _batch_order(len(X), cfg.batch_size, 1, seed=3)[0]
+    with torch.no_grad():
+        logits, test_logits = model(X[idx]), model(X_test)
+    assert hist.train_loss[0, 0] == pytest.approx(F.cross_entropy(logits.flatten(0, 1), y[idx].flatten()).item(),
+                                                  rel=1e-6)
+    assert hist.train_acc[0, 0] == (logits.argmax(-1) == y[idx]).double().mean().item()  # over B x T tokens
+    assert hist.test_loss[0, 0] == pytest.approx(F.cross_entropy(test_logits.flatten(0, 1), y_test.flatten()).item(),
+                                                 rel=1e-6)
+    assert hist.test_acc[0, 0] == (test_logits.argmax(-1) == y_test).double().mean().item()
+
+
+def test_evaluate_and_predict_take_tinygpt_runs():
+    data = token_data()
+    hist = train_many(tiny_gpt(), data, [1e-2, 3e-3], [0], replace(TOKENS, num_steps=10, eval_every=10))
+    loss, acc = evaluate(tiny_gpt()(), hist.params, *data[2:])
+    np.testing.assert_allclose(loss, hist.test_loss[:, -1], rtol=1e-6)
+    np.testing.assert_array_equal(acc, hist.test_acc[:, -1])
+    assert predict(tiny_gpt()(), hist.params, data[2]).shape == (2, *data[2].shape)
+
+
+@pytest.mark.filterwarnings("ignore:There is a performance drop")
+def test_tinygpt_through_vmap_trains_as_through_its_own_stacked_forward():
+    class VmappedGPT(TinyGPT):
+        forward_stacked = None  # train_many falls back on torch.func.vmap over the model's own forward
+
+    data = token_data()
+    own = train_many(tiny_gpt(torch.float64), data, [1e-2, 3e-3], [0, 1], TOKENS)
+    vmapped = train_many(lambda: VmappedGPT(12, 16, width=16, num_layers=2).double(), data, [1e-2, 3e-3], [0, 1],
+                         TOKENS)
+    assert_same_history(own, vmapped, rtol=1e-7, atol=1e-9)
+
+
+@pytest.mark.parametrize("momentum, weight_decay", [(0.0, 0.0), (0.9, 1e-2)])
+def test_in_place_sgd_update_equals_the_pure_one_bit_for_bit(momentum, weight_decay):
+    torch.manual_seed(0)
+    p, v, lr = torch.randn(3, 50), torch.randn(3, 50), torch.tensor([[0.1], [0.01], [0.3]])
+    for _ in range(3):
+        g = torch.randn(3, 50)
+        new, velocity = _sgd_update(p, g, v, lr, momentum, weight_decay)
+        _sgd_update_(p, g.clone(), v, lr, momentum, weight_decay)
+        assert torch.equal(p, new) and (not momentum or torch.equal(v, velocity))
+
+
+@pytest.mark.parametrize("name, weight_decay", [("adam", 0.0), ("adam", 1e-2), ("adamw", 1e-1)])
+def test_in_place_adam_update_equals_the_pure_one_bit_for_bit(name, weight_decay):
+    torch.manual_seed(0)
+    lr = torch.tensor([[1e-2], [3e-3], [1e-1]])
+    for betas, eps in (([(0.9, 0.999)] * 3, [1e-8] * 3), ([(0.9, 0.999), (0.8, 0.99), (0.5, 0.9)], [1e-8, 1e-6, 1e-3])):
+        p, m, v = torch.randn(3, 40), torch.zeros(3, 40), torch.zeros(3, 40)
+        for t in range(1, 4):
+            g = torch.randn(3, 40)
+            coef = _adam_coefficients(np.array([b[0] for b in betas]), np.array([b[1] for b in betas]),
+                                      np.array(eps), t, torch.float32)
+            new = _adam_update(p, g, m, v, lr, coef, weight_decay, decoupled=name == "adamw")
+            _adam_update_(p, g.clone(), m, v, lr, coef, weight_decay, decoupled=name == "adamw")
+            assert all(torch.equal(a, b) for a, b in zip((p, m, v), new))
+
+
+def test_flat_runs_update_and_drop_as_the_per_tensor_runs_do():
+    torch.manual_seed(0)
+    out = {k: v.detach() for k, v in torch.func.stack_module_state([tiny_gpt()() for _ in range(4)])[0].items()}
+    cfg = replace(TOKENS, optimizer="adamw")
+    lrs, betas, eps = [0.1, 0.2, 0.3, 0.4], [(0.9, 0.999), (0.8, 0.99), (0.7, 0.9), (0.6, 0.8)], [1e-8] * 4
+    outs = {flat: {k: v.clone() for k, v in out.items()} for flat in (False, True)}
+    runs = {flat: _Runs(outs[flat], lrs, betas, eps, torch.float32, flat=flat) for flat in (False, True)}
+    grads = [[torch.randn(4, *v.shape[1:]) for v in out.values()] for _ in range(4)]
+    for step in range(4):
+        if step == 2:  # run 1 stops: the flat tensors are built again from the runs left
+            for r in runs.values():
+                r.drop(torch.tensor([False, True, False, False]))
+        for r in runs.values():
+            live = r.live
+            r.update([g[live] for g in grads[step]], r.lr, cfg, step)
+    for r in runs.values():
+        r.write_back()
+    for k in out:
+        assert torch.equal(outs[True][k], outs[False][k]), k
+        assert torch.equal(runs[True].state["exp_avg_sq"][k], runs[False].state["exp_avg_sq"][k]), k
+
+
+BAD_TOKENS = [
+    (lambda X, y: (X.float(), y), TypeError, "X(_test)? must hold token ids"),
+    (lambda X, y: (X + 12, y), ValueError, r"token ids in \[0, vocab_size = 12\)"),
+    (lambda X, y: (torch.cat([X, X[:, :1]], 1), torch.cat([y, y[:, :1]], 1)), ValueError, "context = 16"),
+    (lambda X, y: (X, y[:, :-1]), ValueError, "one class label per output"),
+    (lambda X, y: (X, y.float()), TypeError, "y(_test)? must hold integer class labels"),
+]
+
+
+@pytest.mark.parametrize("corrupt, error, match", BAD_TOKENS)
+def test_bad_token_data_raise(corrupt, error, match):
+    X, y, X_test, y_test = token_data()
+    cfg = replace(TOKENS, num_steps=2)
+    with pytest.raises(error, match=match):
+        train_many(tiny_gpt(), (*corrupt(X, y), X_test, y_test), [1e-2], [0], cfg)
+    with pytest.raises(error, match=match):
+        train_many(tiny_gpt(), (X, y, *corrupt(X_test, y_test)), [1e-2], [0], cfg)
+
+
+def test_tokens_for_a_model_of_real_inputs_and_noise_scale_of_tokens_raise():
+    X, y, X_test, y_test = token_data()
+    with pytest.raises(TypeError, match="X must be a floating-point"):
+        train_many(MLP, (X, y[:, 0], X_test, y_test[:, 0]), [1e-2], [0], replace(TOKENS, num_steps=2))
+    with pytest.raises(ValueError, match="noise_growth"):
+        train_many(tiny_gpt(), (X, y, X_test, y_test), [1e-2], [0], replace(TOKENS, num_steps=2, noise_growth=2.0))

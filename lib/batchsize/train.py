@@ -20,6 +20,11 @@ pure functions (`_sgd_update`, `_adam_update`) and the evaluation (`_evaluate`).
 and backward pass are written out as batched matrix products (`stacked_mlp`), several times faster at small
 batches than autograd; other models go through torch.func. Chapter 2.2 adds `TrainConfig.noise_growth` (each run's
 gradient noise scale logged along the run) and `stop_rule` (runs stopped once they can no longer matter).
+
+Chapter 5 (language models) trains token sequences: X (N, T) torch.long token ids and y (N, T) the next tokens, for
+a model with an embedding such as `models.TinyGPT`. The loss is the mean cross-entropy over every token of a batch,
+the accuracy the fraction of tokens predicted right; a batch of B sequences is B x T tokens. A model with a
+`forward_stacked(params, x)` method (TinyGPT) computes its runs with it, as batched matrix products under autograd.
 """
 import copy
 import functools
@@ -40,7 +45,7 @@ class TrainConfig:
     """Defaults for a training run; a lesson changes only the knob it teaches. Introduced in chapter 1."""
 
     lr: float = 0.1  # learning rate of SGD
-    batch_size: int = 64  # examples per step, drawn without replacement within an epoch
+    batch_size: int = 64  # examples (sequences: B x T tokens) per step, drawn without replacement within an epoch
     num_steps: int = 1000  # optimisation steps (an epoch is len(X) // batch_size steps)
     momentum: float = 0.0  # heavy-ball momentum, PyTorch convention
     weight_decay: float = 0.0  # L2 penalty added to the gradient
@@ -135,12 +140,21 @@ class _Orders:
         return self.perms[live, k * self.batch_size:(k + 1) * self.batch_size]
 
 
-def _check_config(cfg, X, y, X_test, y_test, lrs, ordered=False):
-    """Raise a clear error for a setting of cfg (or a learning rate, or the data) that training cannot use."""
+def _check_config(cfg, X, y, X_test, y_test, lrs, ordered=False, tokens=False):
+    """Raise a clear error for a setting of cfg (or a learning rate, or the data) that training cannot use.
+
+    With tokens (a model that embeds token ids), X and X_test must hold torch.long ids instead of floats."""
     if not isinstance(cfg, TrainConfig):
         raise TypeError(f"cfg must be a TrainConfig, got {type(cfg).__name__}")
-    num_examples = check_data(X, y)
-    check_data(X_test, y_test)
+    num_examples = check_data(X, y, floating=not tokens)
+    check_data(X_test, y_test, floating=not tokens)
+    for name, inputs in (("X", X), ("X_test", X_test)):
+        if tokens and inputs.dtype != torch.long:
+            raise TypeError(f"{name} must hold token ids (torch.long) for a model that embeds tokens, got dtype "
+                            f"{inputs.dtype}")
+    if tokens and cfg.noise_growth is not None:
+        raise ValueError("noise_growth needs a model of real-valued inputs (its per-example gradients); it must be "
+                         "None for a model of tokens")
     if not ordered:  # given orders set the batch size themselves
         check_batch_size(cfg.batch_size, num_examples)
     check_positive_int(cfg.num_steps, "num_steps")
@@ -214,6 +228,28 @@ def _check_orders(orders, num_runs, num_examples, num_steps):
 # the parts of a batched training run: forward pass, evaluation, optimizer updates, the live runs
 
 
+def _takes_tokens(model):
+    """Whether model embeds token ids (has an nn.Embedding), so that its inputs are torch.long, not floats."""
+    return any(isinstance(m, torch.nn.Embedding) for m in model.modules())
+
+
+def _batched(model):
+    """model's forward pass over stacked parameters: its own `forward_stacked` if it has one, else torch.func.vmap."""
+    return _OwnStacked(model) if callable(getattr(model, "forward_stacked", None)) else _Stacked(model)
+
+
+class _OwnStacked:
+    """`model.forward_stacked(params, x)` (e.g. models.TinyGPT's) with the call of `_Stacked`."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def __call__(self, params, x, shared=False):
+        """Outputs (num_runs, n, ...) of x, (num_runs, n, ...) or (n, ...) when shared."""
+        num_runs = len(next(iter(params.values())))
+        return self.model.forward_stacked(params, x.expand(num_runs, *x.shape) if shared else x)
+
+
 class _Stacked:
     """`model`'s forward pass mapped over stacked parameters {name: (num_runs, ...)} with torch.func.vmap."""
 
@@ -233,14 +269,32 @@ class _Stacked:
         return (self.shared if shared else self.own)(params, buffers, x)
 
 
+def _check_targets(logits, y):
+    """Raise unless the labels y (num_runs, n, ...) or (n, ...) match the logits (num_runs, n, ..., num_classes)."""
+    if y.ndim not in (logits.ndim - 2, logits.ndim - 1) or y.shape[-(logits.ndim - 2):] != logits.shape[1:-1]:
+        raise ValueError(f"y must hold one class label per output of the model (for sequences, one per token): "
+                         f"the model gives {tuple(logits.shape[1:-1])} outputs, y has shape {tuple(y.shape)}")
+
+
+def _cross_entropy(logits, y):
+    """Each run's mean cross-entropy (num_runs,) over every label of y (every token of a sequence), y (num_runs, n,
+    ...) or (n, ...) for every run."""
+    _check_targets(logits, y)
+    y = y.expand(logits.shape[:-1])
+    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), reduction="none")
+    return loss.view(len(logits), -1).mean(1)
+
+
+def _accuracy(logits, y):
+    """Each run's fraction of labels (tokens) predicted right, float64 (num_runs,)."""
+    return (logits.argmax(-1) == y).double().flatten(1).mean(1)
+
+
 def _evaluate(forward, params, X, y):
-    """Mean cross-entropy and accuracy of every run on (X, y): two tensors (num_runs,)."""
+    """Mean cross-entropy and accuracy of every run on (X, y): two tensors (num_runs,); per token for sequences."""
     with torch.no_grad():
-        logits = forward(params, X, shared=True)  # (num_runs, N, num_classes)
-        loss = F.cross_entropy(logits.flatten(0, 1), y.repeat(len(logits)), reduction="none")
-        loss = loss.view(len(logits), -1).mean(1)
-        acc = (logits.argmax(-1) == y).double().mean(1)
-    return loss, acc
+        logits = forward(params, X, shared=True)  # (num_runs, N, num_classes) or (num_runs, N, T, vocab)
+        return _cross_entropy(logits, y), _accuracy(logits, y)
 
 
 def _noise_scale(model, forward, params, X, y):
@@ -261,13 +315,15 @@ def _noise_scale(model, forward, params, X, y):
 
 
 def _loss_and_grads(forward, params, xb, yb):
-    """Every run's mean cross-entropy and accuracy on its batch xb (num_runs, batch_size, ...), and the gradients."""
+    """Every run's mean cross-entropy and accuracy on its batch xb (num_runs, batch_size, ...), and the gradients.
+
+    For sequences (xb, yb (num_runs, batch_size, T)) both are per token: over the batch_size x T tokens."""
     params = {k: v.detach().requires_grad_() for k, v in params.items()}
-    logits = forward(params, xb)  # (num_runs, batch_size, num_classes)
-    loss = F.cross_entropy(logits.flatten(0, 1), yb.flatten(), reduction="none").view(len(logits), -1).mean(1)
+    logits = forward(params, xb)  # (num_runs, batch_size, num_classes) or (num_runs, batch_size, T, vocab)
+    loss = _cross_entropy(logits, yb)
     grads = torch.autograd.grad(loss.sum(), list(params.values()))
     with torch.no_grad():
-        acc = (logits.argmax(-1) == yb).double().mean(1)
+        acc = _accuracy(logits, yb)
     return loss.detach(), acc, list(grads)
 
 
@@ -319,14 +375,46 @@ def _adam_update(p, g, exp_avg, exp_avg_sq, lr, coef, weight_decay=0.0, decouple
     return p.sub(lr / bias1 * m / denom), m, v
 
 
+def _sgd_update_(p, g, velocity, lr, momentum=0.0, weight_decay=0.0):
+    """`_sgd_update` in place on p and velocity (g is overwritten too), the same arithmetic element by element."""
+    if weight_decay:
+        g = g.add_(p.mul(weight_decay))
+    if momentum:
+        velocity.mul_(momentum).add_(g)
+    p.sub_(lr * (velocity if momentum else g))
+
+
+def _adam_update_(p, g, exp_avg, exp_avg_sq, lr, coef, weight_decay=0.0, decoupled=False):
+    """`_adam_update` in place on p, exp_avg and exp_avg_sq (g is overwritten too), the same arithmetic element by
+    element, without allocating a new tensor per operation (which costs more than the arithmetic for a big one)."""
+    if decoupled:
+        p.mul_(1 - lr * weight_decay)
+    elif weight_decay:
+        g = g.add_(p.mul(weight_decay))
+    b1, b2, c1, c2, bias1, bias2_sqrt, eps = coef
+    if isinstance(b1, float):  # the runs share betas and eps
+        exp_avg.mul_(b1).add_(g, alpha=c1)
+        exp_avg_sq.mul_(b2).addcmul_(g, g, value=c2)
+    else:  # each run has its own
+        b1, b2, c1, c2, bias1, bias2_sqrt, eps = (_per_run(c, p) for c in coef)
+        exp_avg.mul_(b1).add_(c1 * g)
+        exp_avg_sq.mul_(b2).add_((c2 * g).mul_(g))
+    denom = exp_avg_sq.sqrt().div_(bias2_sqrt).add_(eps)
+    p.sub_((lr / bias1 * exp_avg).div_(denom))
+
+
 class _Runs:
     """The runs of `_fit` still training, one row each: parameters, optimizer state and settings.
 
-    A run that stops leaves with `drop`, which writes its parameters to `out` ({name: (num_runs, ...)}).
+    A run that stops leaves with `drop`, which writes its parameters to `out` ({name: (num_runs, ...)}). With
+    flat=True, `update` steps every parameter at once, in place, as one (len(live), num_params) tensor whose views
+    are `params` and `state`: the same arithmetic, element by element, in a dozen operations instead of a dozen per
+    parameter tensor (a transformer has many small ones).
     """
 
-    def __init__(self, out, lrs, betas, eps, dtype):
-        self.out = out
+    def __init__(self, out, lrs, betas, eps, dtype, flat=False):
+        self.out, self.flat = out, flat
+        self._flat = None  # with flat: {"params"/state name: (len(live), num_params)}, None until the next update
         self.initial = {k: v.detach().clone() for k, v in out.items()}
         self.params = {k: v.detach().clone() for k, v in out.items()}  # (len(live), ...)
         self.state = {s: {k: torch.zeros_like(v) for k, v in self.params.items()}  # SGD's velocity, Adam's moments
@@ -348,6 +436,7 @@ class _Runs:
                 s[k] = s[k][keep]
         self.live, self.lr = self.live[keep], self.lr[keep]
         self.beta1, self.beta2, self.eps = self.beta1[keep.numpy()], self.beta2[keep.numpy()], self.eps[keep.numpy()]
+        self._flat = None  # params and state are no longer views of it
         if self.first_loss is not None:
             self.first_loss = self.first_loss[keep]
 
@@ -360,6 +449,8 @@ class _Runs:
         """One optimizer step of every live run with learning rates lr (len(live),)."""
         if cfg.optimizer != "sgd":
             coef = _adam_coefficients(self.beta1, self.beta2, self.eps, step + 1, lr.dtype)
+        if self.flat:
+            return self._update_flat(grads, lr, cfg, coef if cfg.optimizer != "sgd" else None)
         for (k, p), g in zip(list(self.params.items()), grads):
             run_lr = _per_run(lr, p)
             if cfg.optimizer == "sgd":
@@ -369,6 +460,27 @@ class _Runs:
                 self.params[k], self.state["exp_avg"][k], self.state["exp_avg_sq"][k] = _adam_update(
                     p, g, self.state["exp_avg"][k], self.state["exp_avg_sq"][k], run_lr, coef, cfg.weight_decay,
                     decoupled=cfg.optimizer == "adamw")
+
+    def _update_flat(self, grads, lr, cfg, coef):
+        """`update` of every parameter at once, in place on (len(live), num_params) tensors that params and state
+        view."""
+        n, names = len(self.live), list(self.params)
+        if self._flat is None:
+            self._flat = {s: torch.cat([d[k].reshape(n, -1) for k in names], 1)
+                          for s, d in (("params", self.params), *self.state.items())}
+            start = 0
+            for k in names:
+                shape, size = self.params[k].shape, self.params[k][0].numel()
+                self.params[k] = self._flat["params"][:, start:start + size].view(shape)
+                for s, d in self.state.items():
+                    d[k] = self._flat[s][:, start:start + size].view(shape)
+                start += size
+        f, g = self._flat, torch.cat([g.reshape(n, -1) for g in grads], 1)
+        if cfg.optimizer == "sgd":
+            _sgd_update_(f["params"], g, f["velocity"], lr[:, None], cfg.momentum, cfg.weight_decay)
+        else:
+            _adam_update_(f["params"], g, f["exp_avg"], f["exp_avg_sq"], lr[:, None], coef, cfg.weight_decay,
+                          decoupled=cfg.optimizer == "adamw")
 
 
 def _empty_history(num_runs, num_steps, eval_steps, grad_norm, noise_steps=None):
@@ -458,7 +570,11 @@ def _fit(model, params, data, cfg, lrs, seeds, callback=None, lr_schedules=None,
     X, y, X_test, y_test = data
     if stop_rule is not None and (cfg.target is None or not callable(stop_rule)):
         raise ValueError("stop_rule must be a callable, and needs cfg.target")
-    _check_config(cfg, X, y, X_test, y_test, lrs, ordered=orders is not None)
+    tokens = _takes_tokens(model)
+    _check_config(cfg, X, y, X_test, y_test, lrs, ordered=orders is not None, tokens=tokens)
+    if callable(getattr(model, "check_tokens", None)):  # e.g. TinyGPT: ids in its vocabulary, T within its context
+        model.check_tokens(X)
+        model.check_tokens(X_test)
     num_runs = len(lrs)
     betas = [cfg.betas] * num_runs if betas is None else [_check_betas(b) for b in betas]
     eps = [cfg.eps] * num_runs if eps is None else [check_positive_float(e, "eps") for e in eps]
@@ -472,9 +588,10 @@ def _fit(model, params, data, cfg, lrs, seeds, callback=None, lr_schedules=None,
     batches = _Orders(len(X), cfg.batch_size, seeds) if orders is None else \
         _check_orders(orders, num_runs, len(X), cfg.num_steps)
     names = stacked_mlp.layer_names(model)
-    forward = _Stacked(model) if names is None else stacked_mlp.StackedMLP(names)
+    forward = _batched(model) if names is None else stacked_mlp.StackedMLP(names)
     loss_and_grads = forward.loss_and_grads if names is not None else functools.partial(_loss_and_grads, forward)
-    runs = _Runs(params, lrs, betas, eps, X.dtype)
+    runs = _Runs(params, lrs, betas, eps, X.dtype if torch.is_floating_point(X) else next(iter(params.values())).dtype,
+                 flat=isinstance(forward, _OwnStacked))
     noise_steps = None if cfg.noise_growth is None else _eval_steps(cfg.num_steps, cfg.eval_every, cfg.noise_growth)
     hist = _empty_history(num_runs, cfg.num_steps, _eval_steps(cfg.num_steps, cfg.eval_every, cfg.eval_growth),
                           grad_norm=cfg.clip_norm is not None, noise_steps=noise_steps)
@@ -558,7 +675,10 @@ def train_many(make_model, data, lrs, seeds=(0,), cfg=TrainConfig(), lr_schedule
     `stop_rule` (chapter 2.2), with cfg.target: called after every evaluation with the runs at the target so far
     (bool (num_runs,)), it returns the runs to stop there (bool (num_runs,)); they keep the parameters they reached.
     With cfg.noise_growth the History also holds each run's B_simple over the whole training set (X_train, y_train)
-    at geometrically spaced steps, and where it stopped at cfg.target.
+    at geometrically spaced steps, and where it stopped at cfg.target. Chapter 5 (language models): for a model that
+    embeds tokens (e.g. `models.TinyGPT`), X_train and X_test are token ids (N, T) of dtype torch.long and y_train,
+    y_test the next tokens (N, T); a batch is cfg.batch_size sequences, cfg.batch_size x T tokens, and the losses
+    and accuracies are per token.
     """
     lrs, seeds = list(np.atleast_1d(lrs).astype(float)), [int(s) for s in np.atleast_1d(seeds)]
     if not lrs or not seeds:
@@ -606,7 +726,7 @@ def _check_stacked(model, params, X, y=None):
     if len({len(v) for v in params.values()}) != 1 or len(next(iter(params.values()))) == 0:
         raise ValueError(f"params must hold the same number of runs, one or more, for every name, got "
                          f"{ {k: len(v) for k, v in params.items()} }")
-    check_data(X, X if y is None else y)  # (X, X): X alone
+    check_data(X, X if y is None else y, floating=not _takes_tokens(model))  # (X, X): X alone
     if y is not None and y.dtype != torch.long:
         raise TypeError(f"y must hold integer class labels (torch.long), got dtype {y.dtype}")
 
@@ -619,15 +739,16 @@ def evaluate(model, params, X, y):
     every run. The numbers are those `train_many` logs at an evaluation.
     """
     _check_stacked(model, params, X, y)
-    loss, acc = _evaluate(_Stacked(model), params, X, y)
+    loss, acc = _evaluate(_batched(model), params, X, y)
     return loss.numpy(), acc.numpy()
 
 
 def predict(model, params, X):
-    """Predicted classes (num_runs, N) of every run of stacked parameters on X. Introduced in chapter 5.1."""
+    """Predicted classes (num_runs, N) of every run of stacked parameters on X (next tokens (num_runs, N, T) for token
+    sequences). Introduced in chapter 5.1."""
     _check_stacked(model, params, X)
     with torch.no_grad():
-        return _Stacked(model)(params, X, shared=True).argmax(-1)
+        return _batched(model)(params, X, shared=True).argmax(-1)
 
 
 def recall_per_class(model, params, X, y):
@@ -638,7 +759,7 @@ def recall_per_class(model, params, X, y):
     """
     _check_stacked(model, params, X, y)
     with torch.no_grad():
-        logits = _Stacked(model)(params, X, shared=True)  # (num_runs, N, num_classes)
+        logits = _batched(model)(params, X, shared=True)  # (num_runs, N, num_classes)
     pred = logits.argmax(-1)
     return torch.stack([(pred[:, y == k] == k).double().mean(1) for k in range(logits.shape[-1])], 1).numpy()
 
