@@ -1,7 +1,8 @@
 """The lesson library of the book "Batch size in machine-learning training".
 
 One flat package of small modules, each named after what it holds:
-data (MNIST-1D, synthetic regression), models (MLP, 1-D CNN), sim (noisy-quadratic SGD simulator and model),
+data (MNIST-1D, synthetic regression), language (a seeded character-level Markov language with its exact entropy
+ladder), models (MLP, 1-D CNN, a tiny causal transformer), sim (noisy-quadratic SGD simulator and model),
 grads (per-example gradient statistics), prose (the numbers a chapter's text quotes), seeding (the book-wide
 replicate, BATCHSIZE_SEED), train (fast seeded SGD and Adam, many runs at once, schedules), stacked_mlp (the MLP's
 forward and backward pass for many runs at once, written out, and their noise scales), tune (the rule for the
@@ -21,9 +22,9 @@ behind the widgets, `widgets.plot_sgd_paths` and `widgets.plot_nqm`). Every timi
 `hardware.time_fn` (`hardware.time_interleaved` calls it round by round); `hardware.time_epoch` times one pass of
 an input pipeline, with the wait for its first batch.
 """
-from . import (advise, claims, data, grads, hardware, memory, models, parallel, plots, prose, scaling, seeding, sim,
-               stacked_mlp, steps, train, tune, widgets)
+from . import (advise, claims, data, grads, hardware, language, memory, models, parallel, plots, prose, scaling,
+               seeding, sim, stacked_mlp, steps, train, tune, widgets)
 
-__all__ = ["advise", "claims", "data", "grads", "hardware", "memory", "models", "parallel", "plots", "prose", "scaling",
-           "seeding", "sim", "stacked_mlp", "steps", "train", "tune", "widgets"]
+__all__ = ["advise", "claims", "data", "grads", "hardware", "language", "memory", "models", "parallel", "plots",
+           "prose", "scaling", "seeding", "sim", "stacked_mlp", "steps", "train", "tune", "widgets"]
 __version__ = "0.1.0"
