@@ -145,6 +145,7 @@ class TinyGPT(nn.Module):
                              f"{tokens.min().item()} to {tokens.max().item()}")
 
     def forward(self, tokens):
+        """Logits (batch, T, vocab_size) of token ids (batch, T), T at most the context."""
         self.check_tokens(tokens)
         h = self.tok(tokens) + self.pos.weight[:tokens.shape[-1]]
         for block in self.blocks:
