@@ -488,3 +488,14 @@ def test_b_simple_along_is_the_step_average_of_the_logged_values_up_to_the_targe
     assert sw.b_simple_at(1)[0, 0] == pytest.approx(300.0)
     assert sw.b_simple_along(0)[0, 0] == pytest.approx(((100 + 200) / 2 * 10 + (200 + at_15) / 2 * 5) / 15)
     assert sw.b_simple_along(1)[0, 0] == pytest.approx(((100 + 200) / 2 * 10 + (200 + 300) / 2 * 10) / 20)
+
+
+def test_bootstrap_fits_every_resample_as_fit_critical_batch_does():
+    rng = np.random.default_rng(3)
+    B = np.array([4, 16, 64, 256, 1024, 4000.0])
+    steps = (200 * (1 + 150 / B))[:, None] * np.exp(0.1 * rng.standard_normal((6, 3)))
+    steps[0, :2] = np.inf  # most resamples at B = 4 never reach: those are fitted one by one, without B = 4
+    b_boot, s_boot = bootstrap_critical_batch(B, steps, num_boot=100, seed=2)
+    for b, s, m in zip(b_boot, s_boot, median_steps(tune.bootstrap(steps, 100, 2))):
+        fit = fit_critical_batch(B, m)
+        assert b == pytest.approx(fit.b_crit, rel=1e-6) and s == pytest.approx(fit.s_min, rel=1e-6)

@@ -421,8 +421,41 @@ def bootstrap_critical_batch(batch_sizes, steps, num_boot=1000, seed=0):
     check_positive_int(num_boot, "num_boot")
     resampled = tune.bootstrap(steps, num_boot, seed)  # (num_boot, num_batch_sizes, num_seeds)
     meds = median_steps(resampled)  # (num_boot, num_batch_sizes)
-    fits = [fit_critical_batch(batch_sizes, m) for m in meds]
-    return np.array([f.b_crit for f in fits]), np.array([f.s_min for f in fits])
+    b_crit, s_min = np.empty(num_boot), np.empty(num_boot)
+    whole = np.isfinite(meds).all(1) & (meds > 0).all(1)  # the resamples fitted together, the rest one by one
+    if whole.any():
+        b_crit[whole], s_min[whole] = _fit_rows(batch_sizes, np.log(meds[whole]))
+    for i in np.flatnonzero(~whole):
+        fit = fit_critical_batch(batch_sizes, meds[i])
+        b_crit[i], s_min[i] = fit.b_crit, fit.s_min
+    return b_crit, s_min
+
+
+def _fit_rows(batch_sizes, log_s):
+    """`fit_critical_batch` of every row of log S (num_rows, num_batch_sizes) at once: (B_crit, S_min) arrays.
+
+    The same fine log grid, then a golden-section search between the grid's neighbours of each row's best point,
+    all rows together, down to 1e-10 in log B_crit (scipy's bounded search, row by row, took most of a bootstrap).
+    """
+    B = batch_sizes
+    grid = np.linspace(np.log(B.min()) - 5, np.log(B.max()) + 5, 2001)
+
+    def sse(log_bc):  # log_bc (num_rows, m) -> residual sum of squares (num_rows, m), S_min at its best
+        resid = log_s[:, None, :] - np.log1p(np.exp(log_bc)[..., None] / B)  # (num_rows, m, num_B)
+        return ((resid - resid.mean(-1, keepdims=True)) ** 2).sum(-1)
+
+    k = np.argmin(sse(np.broadcast_to(grid, (len(log_s), len(grid)))), 1)
+    lo, hi = grid[np.maximum(k - 1, 0)], grid[np.minimum(k + 1, len(grid) - 1)]
+    ratio = (np.sqrt(5) - 1) / 2
+    while np.max(hi - lo) > 1e-10:
+        a, b = hi - ratio * (hi - lo), lo + ratio * (hi - lo)
+        left = sse(np.stack([a, b], 1))  # (num_rows, 2)
+        lo, hi = np.where(left[:, 0] < left[:, 1], lo, a), np.where(left[:, 0] < left[:, 1], b, hi)
+    log_bc = (lo + hi) / 2
+    best = sse(log_bc[:, None])[:, 0] <= sse(grid[k][:, None])[:, 0]
+    log_bc = np.where(best, log_bc, grid[k])
+    log_smin = (log_s - np.log1p(np.exp(log_bc)[:, None] / B)).mean(1)
+    return np.exp(log_bc), np.exp(log_smin)
 
 
 def local_slopes(batch_sizes, steps):
