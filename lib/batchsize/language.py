@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ._checks import check_positive_float, check_positive_int
+from ._checks import check_int, check_positive_float, check_positive_int
 
 ALPHABET = " etaoinshrdlcumwfgypbvkjxqz"  # what `decode` prints: symbol 0 (the most frequent) is a space
 MAX_TABLE = 10_000_000  # the largest vocab_size ** (order + 1) a language may have (its table of (k+1)-grams)
@@ -42,22 +42,6 @@ _STATIONARY_TOL = 1e-14  # power iteration stops when pi moves less than this in
 _STATIONARY_MAX_ITER = 200_000
 _SINKHORN_TOL = 1e-13
 _SINKHORN_MAX_ITER = 5_000
-
-
-def _check_order(order):
-    if isinstance(order, bool) or not isinstance(order, numbers.Integral):
-        raise TypeError(f"order must be an integer >= 0, got {type(order).__name__} {order!r}")
-    if order < 0:
-        raise ValueError(f"order must be an integer >= 0, got {order}")
-    return int(order)
-
-
-def _check_seed(seed):
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
-        raise TypeError(f"seed must be an integer >= 0, got {type(seed).__name__} {seed!r}")
-    if seed < 0:
-        raise ValueError(f"seed must be an integer >= 0, got {seed}")
-    return int(seed)
 
 
 def _entropies(rows):
@@ -108,7 +92,7 @@ class MarkovLanguage:
     stationary: np.ndarray = field(init=False)  # (V**order,) float64
 
     def __post_init__(self):
-        self.order = _check_order(self.order)
+        self.order = check_int(self.order, "order", 0)
         P = np.array(self.transitions, dtype=np.float64)  # a copy: the language never shares its table
         if P.ndim != 2 or P.shape[1] < 2:
             raise ValueError(f"transitions must be a 2-D table (V**order, V) with V >= 2 symbols, "
@@ -151,7 +135,7 @@ class MarkovLanguage:
         V = check_positive_int(vocab_size, "vocab_size")
         if V < 2:
             raise ValueError(f"vocab_size must be at least 2 symbols, got {V}")
-        k = _check_order(order)
+        k = check_int(order, "order", 0)
         if V ** (k + 1) > MAX_TABLE:
             raise ValueError(f"vocab_size ** (order + 1) must be at most {MAX_TABLE}, got {V}**{k + 1}")
         if isinstance(concentration, numbers.Real) and not isinstance(concentration, bool):
@@ -173,7 +157,7 @@ class MarkovLanguage:
         floor = check_positive_float(floor, "floor")
         if floor > 1:
             raise ValueError(f"floor must be in (0, 1], got {floor}")
-        rng = np.random.default_rng(_check_seed(seed))
+        rng = np.random.default_rng(check_int(seed, "seed", 0))
 
         q = 1.0 / np.arange(1, V + 1) ** float(zipf)  # q: the j-gram frequencies, flat, oldest symbol first
         q /= q.sum()
@@ -226,7 +210,7 @@ class MarkovLanguage:
 
     def ngram_frequencies(self, n):
         """The stationary n-gram frequencies, (V**n,), oldest first. Introduced in chapter 5 (language models)."""
-        n = _check_order(n)
+        n = check_int(n, "n", 0)
         k, V = self.order, self.vocab_size
         if n > k + 1:
             raise ValueError(f"n must be between 0 and order + 1 = {k + 1}, got {n}")
@@ -238,7 +222,7 @@ class MarkovLanguage:
 
         The best prediction from j symbols back (0 <= j <= order); j = order gives transitions.
         """
-        j = _check_order(j)
+        j = check_int(j, "j", 0)
         if j > self.order:
             raise ValueError(f"j must be between 0 and order = {self.order}, got {j}")
         joint = self.ngram_frequencies(j + 1).reshape(self.vocab_size ** j, self.vocab_size)
@@ -300,7 +284,7 @@ class MarkovLanguage:
         """
         num_sequences = check_positive_int(num_sequences, "num_sequences")
         length = check_positive_int(length, "length")
-        rng = np.random.default_rng(_check_seed(seed))
+        rng = np.random.default_rng(check_int(seed, "seed", 0))
         return torch.from_numpy(self._sample(rng, num_sequences, length))
 
     def nll(self, X, y):
@@ -363,7 +347,7 @@ def make_lm_data(language, num_train_tokens, num_test_tokens, context=32, seed=0
     if not isinstance(language, MarkovLanguage):
         raise TypeError(f"language must be a MarkovLanguage, got {type(language).__name__}")
     context = check_positive_int(context, "context")
-    seed = _check_seed(seed)
+    seed = check_int(seed, "seed", 0)
     out = []
     for stream, (name, num_tokens) in enumerate((("num_train_tokens", num_train_tokens),
                                                  ("num_test_tokens", num_test_tokens)), start=1):
