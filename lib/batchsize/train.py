@@ -342,11 +342,9 @@ def _clip(grads, max_norm):
 
 def _sgd_update(p, g, velocity, lr, momentum=0.0, weight_decay=0.0):
     """torch.optim.SGD's step (heavy-ball momentum, L2 weight decay) as a pure function: (new p, new velocity)."""
-    if weight_decay:
-        g = g + weight_decay * p
-    if momentum:
-        velocity = velocity.mul(momentum).add(g)
-    return p.sub(lr * (velocity if momentum else g)), velocity
+    p, velocity = p.clone(), velocity.clone()
+    _sgd_update_(p, g.clone(), velocity, lr, momentum, weight_decay)
+    return p, velocity
 
 
 def _adam_coefficients(beta1, beta2, eps, t, dtype):
@@ -359,24 +357,13 @@ def _adam_coefficients(beta1, beta2, eps, t, dtype):
 
 def _adam_update(p, g, exp_avg, exp_avg_sq, lr, coef, weight_decay=0.0, decoupled=False):
     """torch.optim.Adam's step (AdamW's if decoupled) as a pure function: (new p, new exp_avg, new exp_avg_sq)."""
-    if decoupled:
-        p = p.mul(1 - lr * weight_decay)
-    elif weight_decay:
-        g = g + weight_decay * p
-    b1, b2, c1, c2, bias1, bias2_sqrt, eps = coef
-    if isinstance(b1, float):  # the runs share betas and eps
-        m = exp_avg.mul(b1).add(g, alpha=c1)
-        v = exp_avg_sq.mul(b2).addcmul(g, g, value=c2)
-    else:  # each run has its own
-        b1, b2, c1, c2, bias1, bias2_sqrt, eps = (_per_run(c, p) for c in coef)
-        m = exp_avg.mul(b1).add(c1 * g)
-        v = exp_avg_sq.mul(b2).add(c2 * g * g)
-    denom = (v.sqrt() / bias2_sqrt).add(eps)
-    return p.sub(lr / bias1 * m / denom), m, v
+    p, exp_avg, exp_avg_sq = p.clone(), exp_avg.clone(), exp_avg_sq.clone()
+    _adam_update_(p, g.clone(), exp_avg, exp_avg_sq, lr, coef, weight_decay, decoupled)
+    return p, exp_avg, exp_avg_sq
 
 
 def _sgd_update_(p, g, velocity, lr, momentum=0.0, weight_decay=0.0):
-    """`_sgd_update` in place on p and velocity (g is overwritten too), the same arithmetic element by element."""
+    """torch.optim.SGD's step in place on p and velocity (g is overwritten too); `_sgd_update` is its pure form."""
     if weight_decay:
         g = g.add_(p.mul(weight_decay))
     if momentum:
@@ -385,8 +372,9 @@ def _sgd_update_(p, g, velocity, lr, momentum=0.0, weight_decay=0.0):
 
 
 def _adam_update_(p, g, exp_avg, exp_avg_sq, lr, coef, weight_decay=0.0, decoupled=False):
-    """`_adam_update` in place on p, exp_avg and exp_avg_sq (g is overwritten too), the same arithmetic element by
-    element, without allocating a new tensor per operation (which costs more than the arithmetic for a big one)."""
+    """torch.optim.Adam's (AdamW's if decoupled) step in place on p, exp_avg and exp_avg_sq (g is overwritten too),
+    without a new tensor per operation (which costs more than the arithmetic for a big one); `_adam_update` is its
+    pure form."""
     if decoupled:
         p.mul_(1 - lr * weight_decay)
     elif weight_decay:
