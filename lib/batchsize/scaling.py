@@ -314,8 +314,8 @@ def sweep_steps(make_model, data, batch_sizes, lrs, targets, seeds=(0, 1, 2), cf
     for j, batch_size in enumerate(batch_sizes):
         run_cfg = replace(cfg, batch_size=int(batch_size), num_steps=int(budget))
         cand = _window_candidates(lrs, first_lrs, prev_lr, window)
-        large = threads is not None and batch_size >= 256
-        with num_threads(threads if large else torch.get_num_threads()):
+        call_threads = threads if threads is not None and batch_size >= 256 else torch.get_num_threads()
+        with num_threads(call_threads):
             tried_lrs, results, run_cfg = _search_steps(runs, run_cfg, lrs, cand)
         budget = run_cfg.num_steps
         all_steps = np.stack([results[lr][0] for lr in tried_lrs], 1)  # (num_targets, num_lrs, num_seeds)
@@ -325,7 +325,7 @@ def sweep_steps(make_model, data, batch_sizes, lrs, targets, seeds=(0, 1, 2), cf
         if np.isnan(lr_hard):
             raise RuntimeError(f"no learning rate reached the target {hardest} at batch size {batch_size} within "
                                f"{budget} steps; raise max_steps or pick an easier target")
-        with num_threads(threads if large else torch.get_num_threads()):
+        with num_threads(call_threads):
             params.append(_rerun_missing(runs, run_cfg, results[lr_hard], lr_hard, tried_lrs, all_steps,
                                          best_lr[:, j], out_steps[:, j]))
         noise.append(None if results[lr_hard][4] is None else {lr: results[lr][4] for lr in tried_lrs})
