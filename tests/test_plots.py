@@ -8,7 +8,8 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from matplotlib.colors import to_hex  # noqa: E402
 
-from batchsize.plots import BOOK_STYLE, PALETTE, batch_colors, plot_runs, use_book_style  # noqa: E402
+from batchsize.plots import (  # noqa: E402
+    BOOK_STYLE, PALETTE, batch_colors, plot_estimates, plot_runs, use_book_style)
 
 # Okabe & Ito (2008), "Color Universal Design": the eight colours, named.
 OKABE_ITO = {"black": "#000000", "orange": "#E69F00", "sky blue": "#56B4E9", "bluish green": "#009E73",
@@ -114,3 +115,20 @@ def test_plot_runs_rejects_values_of_wrong_shape(ax, values):
 def test_plot_runs_rejects_diverged_mask_of_wrong_length(ax):
     with pytest.raises(ValueError, match="diverged"):
         plot_runs(ax, np.arange(6), np.ones((3, 6)), diverged=[False, True])
+
+
+def test_plot_estimates_draws_bars_from_lo_to_hi_even_when_they_miss_the_estimate(ax):
+    # the second estimate lies below its interval, as a bootstrap percentile interval allows
+    line = plot_estimates(ax, [1, 2, 3], [10, 5, 30], [8, 6, 20], [12, 9, 40], color=PALETTE[2], label="fit")
+    np.testing.assert_array_equal(line.get_ydata(), [10, 5, 30])
+    assert line.get_label() == "fit"
+    (bars,) = [c for c in ax.collections]
+    ends = np.array([seg[:, 1] for seg in bars.get_segments()])
+    np.testing.assert_allclose(np.sort(ends, 1), [[8, 12], [6, 9], [20, 40]])
+    assert to_hex(bars.get_color()[0]) == PALETTE[2].lower()
+
+
+@pytest.mark.parametrize("lo, hi", [([1, 2], [2, 3, 4]), ([3, 1, 1], [2, 2, 2])])
+def test_plot_estimates_rejects_mismatched_or_inverted_intervals(ax, lo, hi):
+    with pytest.raises(ValueError, match="lo"):
+        plot_estimates(ax, [1, 2, 3], [1, 2, 3], lo, hi)

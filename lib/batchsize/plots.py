@@ -56,3 +56,20 @@ def plot_runs(ax, steps, values, diverged=None, label=None, color=None, band=Tru
     (line,) = ax.plot(steps, mid, color=color, label=label)
     if band and keep.sum() > 1:
         ax.fill_between(steps, lo, hi, color=line.get_color(), alpha=0.2, linewidth=0)
+
+
+def plot_estimates(ax, x, estimate, lo, hi, fmt="o-", color=None, label=None, **kwargs):
+    """Point estimates joined by `fmt`, each with its interval [lo, hi] as a capped bar. Introduced in chapter 2.2.
+
+    The bars are drawn from `lo` to `hi` whether or not they contain the estimate: a bootstrap percentile interval
+    need not contain the fit on all the data, and matplotlib's `errorbar` refuses the negative lengths that would give.
+    """
+    x, estimate, lo, hi = (np.asarray(a, dtype=float) for a in (x, estimate, lo, hi))
+    if not x.ndim == 1 or any(a.shape != x.shape for a in (estimate, lo, hi)):
+        raise ValueError(f"x, estimate, lo and hi must be 1-d arrays of one shape, got shapes "
+                         f"{x.shape}, {estimate.shape}, {lo.shape} and {hi.shape}")
+    if np.any(lo > hi):
+        raise ValueError(f"each interval needs lo <= hi, got lo {lo} and hi {hi}")
+    (line,) = ax.plot(x, estimate, fmt, color=color, label=label, **kwargs)
+    ax.errorbar(x, (lo + hi) / 2, yerr=(hi - lo) / 2, fmt="none", capsize=3, color=line.get_color())
+    return line
