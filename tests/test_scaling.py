@@ -473,6 +473,9 @@ def test_b_simple_at_the_hardest_target_is_that_of_the_tuned_runs_where_they_sto
             assert at[j, s] == pytest.approx(want, rel=1e-4)
     assert np.all(np.isfinite(along)) and np.all(along > 0)
     assert np.all(np.isfinite(sw.b_simple_at(0)))
+    for j in range(2):  # measured for the tuned learning rates only
+        assert set(sw.noise[j]) == set(sw.best_lr[:, j])
+        assert len(sw.tried[j][0]) > len(set(sw.best_lr[:, j]))
     with pytest.raises(ValueError, match="noise_growth"):
         StepsSweep(sw.batch_sizes, sw.targets, sw.seeds, sw.steps, sw.best_lr, sw.tried, sw.params, 0,
                    "test_loss").b_simple_at()

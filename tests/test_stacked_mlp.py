@@ -78,11 +78,16 @@ def test_train_many_on_the_mlp_follows_the_autograd_path_in_float64():
         torch.testing.assert_close(v, w, rtol=1e-8, atol=1e-10)
 
 
-def test_noise_growth_logs_b_simple_along_each_run_for_any_model():
+def noisy_runs():
+    """300 examples (also the evaluation set) and a config that logs B_simple, for the noise-scale tests."""
     X, y, _, _ = load_mnist1d()
-    data = (X[:300], y[:300], X[:300], y[:300])
     cfg = train.TrainConfig(batch_size=16, num_steps=40, eval_every=1, eval_growth=1.2, progress=False,
                             noise_growth=2.0, target=2.0, target_metric="test_loss")
+    return (X[:300], y[:300], X[:300], y[:300]), cfg
+
+
+def test_noise_growth_logs_b_simple_along_each_run_for_any_model():
+    data, cfg = noisy_runs()
     for make in (MLP, with_identity):
         d = data if make is MLP else tuple(t.double() if t.is_floating_point() else t for t in data)
         hist = train.train_many(make, d, [0.05, 0.2], [0], cfg)
@@ -99,6 +104,26 @@ def test_noise_growth_logs_b_simple_along_each_run_for_any_model():
         seeding.manual_seed(0)
         start = grads.gradient_stats(make(), d[0], d[1]).b_simple
         assert hist.b_simple[0, 0] == pytest.approx(start, rel=1e-4)
+
+
+def test_snapshots_measured_later_give_the_b_simple_logged_along_the_run_for_any_model():
+    data, cfg = noisy_runs()
+    for make in (MLP, with_identity):
+        d = data if make is MLP else tuple(t.double() if t.is_floating_point() else t for t in data)
+        logged = train.train_many(make, d, [0.05, 0.2, 0.5], [0, 1], cfg)
+        kept = train.train_many(make, d, [0.05, 0.2, 0.5], [0, 1], cfg, snapshots=True)
+        assert np.isnan(kept.b_simple).all() and np.isnan(kept.b_simple_at_stop).all()
+        np.testing.assert_array_equal(kept.snapshot_taken, np.isfinite(logged.b_simple))
+        assert (logged.reached_at >= 0).any() and (logged.reached_at < 0).any()  # both kinds of run are here
+        train.measure_noise(make, kept, d, [1, 4, 5], chunk=4)  # some runs only, in chunks across runs and steps
+        for r in range(6):
+            if r in (1, 4, 5):
+                np.testing.assert_allclose(kept.b_simple[r], logged.b_simple[r], rtol=1e-5)
+                np.testing.assert_allclose(kept.b_simple_at_stop[r], logged.b_simple_at_stop[r], rtol=1e-5)
+            else:
+                assert np.isnan(kept.b_simple[r]).all() and np.isnan(kept.b_simple_at_stop[r])
+    with pytest.raises(ValueError, match="snapshots=True"):
+        train.measure_noise(MLP, logged, data, [0])
 
 
 def test_a_run_gives_the_same_numbers_alone_and_inside_a_stack_with_several_threads():

@@ -21,7 +21,7 @@ from . import _memo, seeding, tune
 from .hardware import num_threads
 from ._checks import as_positive_array, check_data, check_positive_float, check_positive_int
 from .steps import trainable_parameters
-from .train import TrainConfig, train_many
+from .train import TrainConfig, measure_noise, train_many
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -69,7 +69,7 @@ class StepsSweep:
     params: list  # per batch size: {name: (num_seeds, ...)} of the tuned runs for the hardest target, where they stopped
     num_runs: int  # training runs in all, the reruns included
     metric: str
-    noise: list | None = None  # with cfg.noise_growth, per batch size {lr: per seed (steps, B_simple, at its stop)}
+    noise: list | None = None  # with cfg.noise_growth, per batch size {tuned lr: per seed (steps, B_simple)}
 
     @property
     def median(self):
@@ -183,11 +183,23 @@ class _StepsRuns:
         return steps_to_target(hist.eval_steps, getattr(hist, self.metric), self.targets, self.metric)
 
 
+class _Noise:
+    """The B_simple series of one learning rate's runs (`rows` of a History kept with snapshots), measured when first
+    asked for: a sweep measures only the learning rates it tunes. `patch` {seed index: series} replaces reruns'."""
+
+    def __init__(self, hist, rows):
+        self.hist, self.rows, self.patch, self._series = hist, rows, {}, None
+
+    def series(self, runs):
+        """Per seed: (steps, B_simple) along the run, measured over runs.data's training set on first call."""
+        if self._series is None:
+            measure_noise(runs.make_model, self.hist, runs.data, self.rows)
+            self._series = _noise_series(self.hist, self.rows)
+        return [self.patch.get(s, series) for s, series in enumerate(self._series)]
+
+
 def _noise_series(hist, rows):
-    """Per run of `rows`: (steps, B_simple) logged along it, its value where it stopped at the target included;
-    None without cfg.noise_growth."""
-    if hist.b_simple is None:
-        return None
+    """Per run of `rows`: (steps, B_simple) logged along it, its value where it stopped at the target included."""
     out = []
     for r in range(rows.start, rows.stop):
         ok = np.isfinite(hist.b_simple[r])
@@ -218,12 +230,13 @@ def _steps_trials(runs, cfg, new, best):
     if best is not None:
         cap = int(min(cap, best[1].scores[np.isfinite(best[1].scores)].max()))
     stop = _StopSlower(len(new), len(runs.seeds)) if runs.stop_slower and len(runs.seeds) % 2 else None
-    hist = runs.run_many(runs.make_model, runs.data, new, runs.seeds, replace(cfg, num_steps=cap), stop_rule=stop)
+    hist = runs.run_many(runs.make_model, runs.data, new, runs.seeds, replace(cfg, num_steps=cap), stop_rule=stop,
+                         snapshots=cfg.noise_growth is not None)
     runs.num_runs += len(new) * len(runs.seeds)
     s = runs.steps(hist)
     return {lr: tune.Trial(s[runs.hard, rows], np.isinf(s[runs.hard, rows]),
                            (s[:, rows], hist.diverged[rows], {n: v[rows] for n, v in hist.params.items()}, cap,
-                            _noise_series(hist, rows)))
+                            None if cfg.noise_growth is None else _Noise(hist, rows)))
             for lr, rows in _runs_per_lr(new, len(runs.seeds))}
 
 
@@ -258,7 +271,7 @@ def _rerun_missing(runs, run_cfg, result, lr_hard, tried_lrs, all_steps, best_lr
     if not (missing.any() and result[3] < runs.max_steps):
         return p
     rerun = runs.run_many(runs.make_model, runs.data, [lr_hard], runs.seeds[missing],
-                          replace(run_cfg, num_steps=runs.max_steps))
+                          replace(run_cfg, num_steps=runs.max_steps), snapshots=run_cfg.noise_growth is not None)
     runs.num_runs += int(missing.sum())
     s = runs.steps(rerun)  # (num_targets, num_missing)
     for t in range(len(runs.targets)):
@@ -269,9 +282,8 @@ def _rerun_missing(runs, run_cfg, result, lr_hard, tried_lrs, all_steps, best_lr
     for n in p:
         p[n][torch.from_numpy(missing)] = rerun.params[n]
     if result[4] is not None:  # the reruns' noise scale replaces the cut runs'
-        series = _noise_series(rerun, slice(0, int(missing.sum())))
-        for k, s_ in enumerate(np.flatnonzero(missing)):
-            result[4][s_] = series[k]
+        series = _Noise(rerun, slice(0, int(missing.sum()))).series(runs)
+        result[4].patch.update(zip(np.flatnonzero(missing).tolist(), series))
     return p
 
 
@@ -297,8 +309,9 @@ def sweep_steps(make_model, data, batch_sizes, lrs, targets, seeds=(0, 1, 2), cf
     call, the runs of a learning rate whose median cannot reach the hardest target before another's already has:
     the tuned results are the same, but the stopped runs leave the near-best sets (`near_best_lrs`). `threads`
     sets torch's thread count for batch sizes of 256 and more, where a step is matrix products large enough for
-    more cores to pay (chapter 4); None keeps the current setting. With cfg.noise_growth every run logs its
-    B_simple along the way (`StepsSweep.b_simple_along`, `b_simple_at`).
+    more cores to pay (chapter 4); None keeps the current setting. With cfg.noise_growth every run keeps its
+    parameters along the way and the tuned ones get their B_simple measured (`StepsSweep.b_simple_along`,
+    `b_simple_at`), the same numbers as logging it during training for all.
     """
     if threads is not None:
         check_positive_int(threads, "threads")
@@ -328,7 +341,8 @@ def sweep_steps(make_model, data, batch_sizes, lrs, targets, seeds=(0, 1, 2), cf
         with num_threads(call_threads):
             params.append(_rerun_missing(runs, run_cfg, results[lr_hard], lr_hard, tried_lrs, all_steps,
                                          best_lr[:, j], out_steps[:, j]))
-        noise.append(None if results[lr_hard][4] is None else {lr: results[lr][4] for lr in tried_lrs})
+        tuned = np.unique(best_lr[:, j][np.isfinite(best_lr[:, j])])  # B_simple is measured for these only
+        noise.append(None if results[lr_hard][4] is None else {lr: results[lr][4].series(runs) for lr in tuned})
         tried.append((tried_lrs, all_steps, diverged))
         prev_lr = lr_hard
         if j + 1 < len(batch_sizes) and np.isfinite(slack):

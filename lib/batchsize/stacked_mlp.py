@@ -50,8 +50,8 @@ class StackedMLP:
         self.names = names
 
     def _forward(self, params, x):
-        """Each layer's input and pre-activation, and the logits: x (num_runs, n, in) or (n, in) for every run."""
-        inputs, pre = [], []
+        """Each layer's input (after the ReLU, which is in place) and the logits: x (num_runs, n, in) or (n, in)."""
+        inputs = []
         h = x
         for k, (w, b) in enumerate(self.names):
             W = params[w]  # (num_runs, out, in)
@@ -60,16 +60,17 @@ class StackedMLP:
             inputs.append(h)
             z = torch.baddbmm(params[b][:, None], h, W.transpose(1, 2))  # (num_runs, n, out)
             if k + 1 < len(self.names):
-                pre.append(z)
-                h = z.clamp_min(0)
-        return inputs, pre, z
+                h = z.clamp_min_(0)
+        return inputs, z
 
     def __call__(self, params, x, shared=False):
         """Logits (num_runs, n, num_classes) of x, (num_runs, n, in) or (n, in) when shared (as train._Stacked)."""
-        return self._forward(params, x)[2]
+        return self._forward(params, x)[1]
 
-    def _backward(self, params, inputs, pre, dz, want_grads=True):
-        """Deltas of every layer's output, first layer first, and the gradients {name: (num_runs, ...)} if want_grads."""
+    def _backward(self, params, inputs, dz, want_grads=True):
+        """Deltas of every layer's output, first layer first, and the gradients {name: (num_runs, ...)} if want_grads.
+
+        A ReLU passes the delta where its output is positive (autograd's threshold_backward, one kernel)."""
         deltas, grads = [], {}
         for k in range(len(self.names) - 1, -1, -1):
             w, b = self.names[k]
@@ -78,20 +79,20 @@ class StackedMLP:
                 grads[w] = _bmm(dz.transpose(1, 2), inputs[k])  # (num_runs, out, in)
                 grads[b] = dz.sum(1)
             if k > 0:
-                dz = torch.bmm(dz, params[w]) * (pre[k - 1] > 0)
+                dz = torch.ops.aten.threshold_backward(torch.bmm(dz, params[w]), inputs[k], 0)
         return deltas[::-1], grads
 
     def loss_and_grads(self, params, xb, yb):
         """Every run's mean cross-entropy and accuracy on its batch, and the gradients (as train._loss_and_grads)."""
         with torch.no_grad():
-            inputs, pre, z = self._forward(params, xb)
+            inputs, z = self._forward(params, xb)
             log_p = F.log_softmax(z, -1)  # (num_runs, batch_size, num_classes)
             loss = -log_p.gather(-1, yb[..., None]).squeeze(-1).mean(1)
             acc = (z.argmax(-1) == yb).double().mean(1)
             dz = log_p.exp_()
             dz.scatter_add_(-1, yb[..., None], torch.full_like(dz[..., :1], -1.0))
             dz /= yb.shape[-1]
-            _, grads = self._backward(params, inputs, pre, dz)
+            _, grads = self._backward(params, inputs, dz)
         return loss, acc, [grads[name] for name in params]
 
     def noise_scale(self, params, X, y):
@@ -102,10 +103,10 @@ class StackedMLP:
         subtraction in float64.
         """
         with torch.no_grad():
-            inputs, pre, z = self._forward(params, X)
+            inputs, z = self._forward(params, X)
             dz = F.softmax(z, -1)  # per-example gradient of each example's own loss: softmax - one-hot
             dz.scatter_add_(-1, y.expand(len(z), -1)[..., None], torch.full_like(dz[..., :1], -1.0))
-            deltas, _ = self._backward(params, inputs, pre, dz, want_grads=False)
+            deltas, _ = self._backward(params, inputs, dz, want_grads=False)
             sq = torch.zeros(z.shape[:2], dtype=z.dtype)  # (num_runs, N): |g_i|^2
             mean_sq = torch.zeros(len(z), dtype=torch.float64)  # |G|^2
             for a, d in zip(inputs, deltas):

@@ -86,6 +86,8 @@ class History:
     noise_steps: np.ndarray | None = None  # with cfg.noise_growth: steps at which B_simple was measured, else None
     b_simple: np.ndarray | None = None  # (num_runs, num_noise_steps) over the training set; NaN once a run stopped
     b_simple_at_stop: np.ndarray | None = None  # (num_runs,) B_simple where a run stopped at cfg.target, else NaN
+    snapshots: dict | None = None  # train_many(snapshots=True): {name: (num_runs, num_noise_steps, ...)} for later
+    snapshot_taken: np.ndarray | None = None  # bool (num_runs, num_noise_steps): the run was live there
 
 
 def _batch_order(num_examples, batch_size, num_steps, seed):
@@ -439,15 +441,13 @@ class _Runs:
             coef = _adam_coefficients(self.beta1, self.beta2, self.eps, step + 1, lr.dtype)
         if self.flat:
             return self._update_flat(grads, lr, cfg, coef if cfg.optimizer != "sgd" else None)
-        for (k, p), g in zip(list(self.params.items()), grads):
+        for (k, p), g in zip(self.params.items(), grads):  # in place: the runs' rows are their own tensors
             run_lr = _per_run(lr, p)
             if cfg.optimizer == "sgd":
-                self.params[k], self.state["velocity"][k] = _sgd_update(
-                    p, g, self.state["velocity"][k], run_lr, cfg.momentum, cfg.weight_decay)
+                _sgd_update_(p, g, self.state["velocity"][k], run_lr, cfg.momentum, cfg.weight_decay)
             else:
-                self.params[k], self.state["exp_avg"][k], self.state["exp_avg_sq"][k] = _adam_update(
-                    p, g, self.state["exp_avg"][k], self.state["exp_avg_sq"][k], run_lr, coef, cfg.weight_decay,
-                    decoupled=cfg.optimizer == "adamw")
+                _adam_update_(p, g, self.state["exp_avg"][k], self.state["exp_avg_sq"][k], run_lr, coef,
+                              cfg.weight_decay, decoupled=cfg.optimizer == "adamw")
 
     def _update_flat(self, grads, lr, cfg, coef):
         """`update` of every parameter at once, in place on (len(live), num_params) tensors that params and state
@@ -521,15 +521,22 @@ def _log_evaluation(forward, runs, hist, X_test, y_test, i, cfg, noise=None, sto
 
 
 def _noise_logger(noise, runs, hist):
-    """A function of the step that logs the live runs' B_simple at the steps of hist.noise_steps (a no-op without)."""
-    if noise is None:
+    """A function of the step that logs the live runs' B_simple at the steps of hist.noise_steps, or keeps their
+    parameters there if hist.snapshots is set (a no-op without noise steps)."""
+    if hist.noise_steps is None:
         return lambda step: None
     where = {int(s): i for i, s in enumerate(hist.noise_steps)}
 
     def log(step):
         i = where.get(step)
-        if i is not None and len(runs.live):
+        if i is None or not len(runs.live):
+            return
+        if hist.snapshots is None:
             hist.b_simple[runs.live.numpy(), i] = noise(runs.params).numpy()
+            return
+        for k, v in runs.params.items():
+            hist.snapshots[k][runs.live, i] = v
+        hist.snapshot_taken[runs.live.numpy(), i] = True
 
     return log
 
@@ -545,7 +552,7 @@ def _next_batch(batches, cfg, step, live, num_examples):
 
 
 def _fit(model, params, data, cfg, lrs, seeds, callback=None, lr_schedules=None, betas=None, eps=None, orders=None,
-         stop_rule=None):
+         stop_rule=None, snapshots=False):
     """Train stacked parameters {name: (num_runs, ...)} in place; the core of train and train_many.
 
     Only live runs (neither diverged nor at their target) are computed: when a run stops, its parameters are
@@ -554,6 +561,7 @@ def _fit(model, params, data, cfg, lrs, seeds, callback=None, lr_schedules=None,
     settings per run; None falls back to cfg.betas and cfg.eps. `orders` (num_runs, steps, batch_size), if given,
     are the runs' batches instead of their seeds' shuffles. `stop_rule`, with cfg.target, is called after every
     evaluation with the runs that reached the target so far (bool (num_runs,)) and returns the runs to stop there.
+    With snapshots (and cfg.noise_growth) the noise steps keep the parameters instead of measuring B_simple.
     """
     X, y, X_test, y_test = data
     if stop_rule is not None and (cfg.target is None or not callable(stop_rule)):
@@ -583,7 +591,10 @@ def _fit(model, params, data, cfg, lrs, seeds, callback=None, lr_schedules=None,
     noise_steps = None if cfg.noise_growth is None else _eval_steps(cfg.num_steps, cfg.eval_every, cfg.noise_growth)
     hist = _empty_history(num_runs, cfg.num_steps, _eval_steps(cfg.num_steps, cfg.eval_every, cfg.eval_growth),
                           grad_norm=cfg.clip_norm is not None, noise_steps=noise_steps)
-    noise = None if noise_steps is None else functools.partial(
+    if snapshots and noise_steps is not None:
+        hist.snapshots = {k: v.new_zeros((num_runs, len(noise_steps), *v.shape[1:])) for k, v in params.items()}
+        hist.snapshot_taken = np.zeros((num_runs, len(noise_steps)), bool)
+    noise = None if noise_steps is None or snapshots else functools.partial(
         _noise_scale, model if names is not None else copy.deepcopy(model), forward, X=X, y=y)
     log_noise = _noise_logger(noise, runs, hist)
     log_noise(0)
@@ -648,7 +659,7 @@ def train(model, data, cfg=TrainConfig(), callback=None):
 
 
 def train_many(make_model, data, lrs, seeds=(0,), cfg=TrainConfig(), lr_schedules=None, betas=None, eps=None,
-               orders=None, stop_rule=None):
+               orders=None, stop_rule=None, snapshots=False):
     """Train every (lr, seed) pair at once as one batched model; History arrays are (len(lrs) * len(seeds), ...).
 
     Introduced in chapter 1 (gradient variance). Runs are ordered lr-major: run i has
@@ -663,7 +674,8 @@ def train_many(make_model, data, lrs, seeds=(0,), cfg=TrainConfig(), lr_schedule
     `stop_rule` (chapter 2.2), with cfg.target: called after every evaluation with the runs at the target so far
     (bool (num_runs,)), it returns the runs to stop there (bool (num_runs,)); they keep the parameters they reached.
     With cfg.noise_growth the History also holds each run's B_simple over the whole training set (X_train, y_train)
-    at geometrically spaced steps, and where it stopped at cfg.target. Chapter 5 (language models): for a model that
+    at geometrically spaced steps, and where it stopped at cfg.target; with snapshots=True it holds the runs'
+    parameters at those steps instead, and `measure_noise` measures B_simple later for the runs wanted. Chapter 5 (language models): for a model that
     embeds tokens (e.g. `models.TinyGPT`), X_train and X_test are token ids (N, T) of dtype torch.long and y_train,
     y_test the next tokens (N, T); a batch is cfg.batch_size sequences, cfg.batch_size x T tokens, and the losses
     and accuracies are per token.
@@ -693,8 +705,40 @@ def train_many(make_model, data, lrs, seeds=(0,), cfg=TrainConfig(), lr_schedule
     run_lrs = [lr for lr in lrs for _ in seeds]
     run_seeds = [s for _ in lrs for s in seeds]
     hist = _fit(models[0], params, data, cfg, run_lrs, run_seeds, lr_schedules=lr_schedules, orders=orders,
-                stop_rule=stop_rule, **per_lr)
+                stop_rule=stop_rule, snapshots=snapshots, **per_lr)
     hist.params = params
+    return hist
+
+
+def measure_noise(make_model, hist, data, rows, chunk=16):
+    """Fill in hist.b_simple and hist.b_simple_at_stop of the runs `rows` from a History that train_many kept with
+    snapshots=True, in place: the values train_many would have logged. Introduced in chapter 2.2.
+
+    A sweep keeps every run's parameters and measures B_simple only for the runs it tunes. The snapshots (and the
+    parameters where a run stopped at its target) are measured `chunk` at a time over the whole of data's X_train.
+    """
+    if hist.snapshots is None:
+        raise ValueError("the History kept no snapshots: train with train_many(..., snapshots=True) and "
+                         "cfg.noise_growth set")
+    rows = np.arange(len(hist.reached_at))[rows]
+    check_positive_int(chunk, "chunk")
+    X, y = data[0], data[1]
+    model = make_model()
+    names = stacked_mlp.layer_names(model)
+    forward = _batched(model) if names is None else stacked_mlp.StackedMLP(names)
+    rr, ii = np.nonzero(hist.snapshot_taken[rows])  # (run, noise step) pairs to measure
+    pairs = [({k: v[rows[r], i] for k, v in hist.snapshots.items()}, (rows[r], i)) for r, i in zip(rr, ii)]
+    pairs += [({k: v[r] for k, v in hist.params.items()}, r) for r in rows if hist.reached_at[r] >= 0]
+    for start in range(0, len(pairs), chunk):
+        part = pairs[start:start + chunk]
+        params = {k: torch.stack([p[k] for p, _ in part]) for k in hist.snapshots}
+        with torch.no_grad():
+            values = _noise_scale(model, forward, params, X, y).numpy()
+        for (_, where), value in zip(part, values):
+            if isinstance(where, tuple):
+                hist.b_simple[where] = value
+            else:
+                hist.b_simple_at_stop[where] = value
     return hist
 
 
