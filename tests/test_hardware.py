@@ -50,7 +50,7 @@ def test_cpu_model_is_first_model_name_in_proc_cpuinfo():
 # ---------------------------------------------------------------------------------------------------------------
 # time_fn: checked against known durations (time.sleep) and against numpy's percentiles of its own repeats
 
-from batchsize.hardware import Timing, num_threads, synchronize, time_fn  # noqa: E402
+from batchsize.hardware import Timing, num_threads, synchronize, thread_limit, time_fn  # noqa: E402
 
 
 def bracketed(fn):
@@ -396,3 +396,14 @@ def test_seconds_at_interpolates_the_step_time_log_log_and_holds_the_ends():
         tp.seconds_at([2], times=[1.0, 2.0])
     with pytest.raises(ValueError, match="> 0"):
         tp.seconds_at([0])
+
+
+def test_thread_limit_is_omp_num_threads_when_set_else_the_cores_we_may_use(monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert thread_limit() == 3
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    for unset in ("", "0", "many"):
+        monkeypatch.setenv("OMP_NUM_THREADS", unset)
+        assert thread_limit() == cores
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    assert thread_limit() == cores

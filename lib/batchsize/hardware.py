@@ -78,6 +78,15 @@ def synchronize(device=None):
         torch.mps.synchronize()
 
 
+def thread_limit():
+    """The most CPU threads torch should use here: OMP_NUM_THREADS when it is set (test workers that share the cores
+    set 1), else the cores this process may run on. Introduced in chapter 2.2."""
+    env = os.environ.get("OMP_NUM_THREADS", "")
+    if env.strip().isdigit() and int(env) > 0:
+        return int(env)
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 @contextlib.contextmanager
 def num_threads(n):
     """Run the block with torch using n CPU threads, then restore the previous count. Introduced in chapter 4."""
