@@ -119,7 +119,8 @@ def test_deadlines_give_each_phase_its_share_of_the_time_left(monkeypatch):
     clock.begin("noise")  # at 5 s: ends the finder there; deadline 5 + 0.9 (10 - 5)
     clock.end(clock.now())
     finder, noise = clock.phases["finder"], clock.phases["noise"]
-    assert (finder.start_s, finder.end_s, finder.unit_starts_s, finder.stopped_s) == (1, 5, (2, 3), 4)
+    assert (finder.start_s, finder.end_s, finder.unit_starts_s, finder.stopped_s, finder.refused_end_s) == \
+        (1, 5, (2, 3), 4, 4)
     assert finder.deadline_s == pytest.approx(3.25) and finder.cut and finder.units == 2
     assert (noise.start_s, noise.end_s, noise.units, noise.cut) == (5, 6, 0, False)
     assert noise.deadline_s == pytest.approx(9.5)
@@ -133,7 +134,7 @@ def test_the_first_unit_of_a_phase_runs_even_past_its_deadline(monkeypatch):
     with pytest.raises(advise._OutOfTime):
         clock.unit()
     clock.end(clock.now())
-    assert clock.phases["probe"] == advise.Phase(1.0, 1.0, 4.0, (2.0,), 3.0)
+    assert clock.phases["probe"] == advise.Phase(1.0, 1.0, 4.0, (2.0,), 3.0, 3.0)
 
 def check_budget_accounting(a):
     """The budget as `advise` keeps it: contiguous phases, each with its share of the time left as its deadline,
@@ -154,8 +155,8 @@ def check_budget_accounting(a):
         assert p.units >= 1 and np.all(np.diff(starts) >= 0)
         assert p.start_s <= starts[0] and starts[-1] <= p.end_s
         assert np.all(starts[1:] <= p.deadline_s), name  # every unit but the first began by the deadline
-        if p.cut:
-            assert p.deadline_s < p.stopped_s <= p.end_s, name
+        if p.cut:  # refused because the unit was expected to end past the deadline
+            assert starts[-1] <= p.stopped_s <= p.end_s and p.refused_end_s > p.deadline_s, name
     overrun = a.seconds - a.time_budget_s
     allowed = sum((p.unit_starts_s[0] - p.start_s) + (p.end_s - p.unit_starts_s[-1]) for p in phases)
     assert overrun <= allowed + (a.seconds - phases[-1].end_s), (overrun, allowed)

@@ -19,6 +19,7 @@ import contextlib
 import copy
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -94,9 +95,10 @@ class Phase:
     """The work one phase of `advise` did against its deadline, in seconds since the call began. Chapter 6.
 
     A phase may use its share of the time left when it starts (`_PHASE_SHARES`); before each unit of work (a
-    finder step, one batch size's timing, the probe, one noise measurement) it checks the deadline, and every unit
-    but the first must start by it: the budget is kept up to the last unit of each phase. The phases follow each
-    other without a gap. With fixed work every deadline is infinite.
+    finder step, one batch size's timing, one lr of the probe, one noise measurement) it checks the deadline, and
+    every unit but the first must be expected to end by it (from the time of the units before it): the budget is
+    kept up to what the last unit of each phase takes beyond its expectation. The phases follow each other without
+    a gap. With fixed work every deadline is infinite.
     """
 
     start_s: float
@@ -104,6 +106,7 @@ class Phase:
     end_s: float
     unit_starts_s: tuple  # when each unit of work began, after its deadline check passed
     stopped_s: float = None  # when a failed deadline check ended the phase; None if it did all its work
+    refused_end_s: float = None  # when the unit refused there was expected to end (past the deadline)
 
     @property
     def units(self):
@@ -149,7 +152,7 @@ class Advice:
     b_noise_interval: tuple = (np.nan, np.nan)  # 95 % bootstrap interval of b_noise over the pooled draws
     noise_estimates: list = field(default_factory=list)  # grads.NoiseEstimate at each point, with its draws
     noise_method: str = ""  # "per-example" (torch.func) or "two-batch" (McCandlish et al.'s estimator)
-    lr_cap: float = math.inf  # the largest probe lr below the smallest that diverged (inf: none diverged)
+    lr_cap: float = math.inf  # largest probe lr that lowered the held-out loss, below any that failed (inf: lr given)
 
     @property
     def b_simple_interval(self):
@@ -383,7 +386,7 @@ class _Deadlines:
         self.start, self.budget = start, budget  # _clock() when the call began; seconds (inf with fixed work)
         self.phases = {}  # name -> Phase, for the phases that ended
         self.name = self.deadline = None  # the phase under way, and its deadline in seconds since start
-        self._begun, self._units, self._stopped = None, [], None
+        self._begun, self._units, self._stopped, self._refused_end = None, [], None, None
 
     def now(self):
         """Seconds since the call began."""
@@ -393,20 +396,22 @@ class _Deadlines:
         """End the phase under way; the new one may use its share of the time left."""
         t = self.now()
         self.end(t)
-        self.name, self._begun, self._units, self._stopped = name, t, [], None
+        self.name, self._begun, self._units, self._stopped, self._refused_end = name, t, [], None, None
         self.deadline = t + _PHASE_SHARES[name] * max(0.0, self.budget - t)
 
     def end(self, t):
         """End the phase under way (if any) at t, recording it as a `Phase`."""
         if self.name is not None:
-            self.phases[self.name] = Phase(self._begun, self.deadline, t, tuple(self._units), self._stopped)
+            self.phases[self.name] = Phase(self._begun, self.deadline, t, tuple(self._units), self._stopped,
+                                           self._refused_end)
             self.name = None
 
-    def unit(self):
-        """Called before each unit of work: the first always runs, later ones only by the deadline (else _OutOfTime)."""
+    def unit(self, expected_s=0.0):
+        """Called before each unit of work: the first always runs, later ones only if they are expected to end by
+        the deadline (else _OutOfTime); expected_s is the unit's expected duration (0: unknown)."""
         t = self.now()
-        if self._units and t > self.deadline:
-            self._stopped = t
+        if self._units and t + expected_s > self.deadline:
+            self._stopped, self._refused_end = t, t + expected_s
             raise _OutOfTime
         self._units.append(t)
 
@@ -420,15 +425,17 @@ def _find_max_fit(s, clock, notes):
         X, y = s.train.take(slice(0, s.cap))
         budget_step = memory.step_within_budget(probe_model, X, y, s.memory_budget_bytes)
     opt = torch.optim.SGD(probe_model.parameters(), lr=1e-3)
-    ran = []
+    ran, took = [], []
 
-    def try_step(batch_size):
-        clock.unit()
+    def try_step(batch_size):  # expected to take as long as the last step per example
+        clock.unit(took[-1] * batch_size / ran[-1] if ran else 0.0)
+        started = clock.now()
         if s.memory_budget_bytes is not None:
             budget_step(batch_size)
         else:
             s.step(probe_model, opt, slice(0, batch_size))
         ran.append(batch_size)
+        took.append(clock.now() - started)
 
     try:
         with s.pin():
@@ -475,8 +482,8 @@ def _time_grid_by_deadline(s, clock, notes, grid):
     rows = []
     try:
         with s.pin():
-            for batch_size in grid:
-                clock.unit()
+            for batch_size in grid:  # a unit is 3 + repeats steps, expected to grow at most in proportion to B
+                clock.unit((3 + s.repeats) * rows[-1][1] * batch_size / rows[-1][0] if rows else 0.0)
                 step = _make_timed_step(s, batch_size)
                 flops = hardware.count_flops(step)  # also the first warm-up call
                 t = hardware.time_fn(step, repeats=s.repeats, warmup=2, device=s.device)
@@ -568,7 +575,7 @@ def _probe_lr(s, clock, notes, t_ref, ref_batch_size):
     try:
         with s.pin():
             for i, lr in enumerate(probe_lrs):
-                clock.unit()
+                clock.unit(1.5 * steps * t_ref)
                 model, diverged_at = _train_run(s, lr, ref_batch_size, steps)
                 diverged[i] = diverged_at is not None
                 losses[i] = np.nan if diverged[i] else _held_out_loss(s, model)[0]
@@ -580,16 +587,14 @@ def _probe_lr(s, clock, notes, t_ref, ref_batch_size):
 
 
 def _probe_verdict(s, notes, probe_lrs, losses, diverged, steps, ref_batch_size, start_loss, start_se):
-    """The best probed lr and the cap (the largest lr below the smallest that diverged); CannotAdvise if none."""
+    """The best probed lr and the cap: the largest lr whose held-out loss fell, below the smallest that diverged or
+    ended above its start. CannotAdvise if every lr diverged or the held-out loss did not move."""
     if np.all(np.isnan(losses)):
         raise CannotAdvise(f"every learning rate of the probe diverged at batch size {ref_batch_size}; give a "
                            f"smaller lr (lr=...)", notes)
     best = int(np.nanargmin(losses))
-    if diverged.any():
-        below = probe_lrs[(probe_lrs < probe_lrs[diverged].min()) & ~diverged]
-        lr_cap = float(below.max()) if below.size else float(probe_lrs[best])
-    else:
-        lr_cap = math.inf
+    failed = np.isnan(losses) | (losses >= start_loss)  # diverged, not tried, or ended worse than it started
+    lr_cap = float(probe_lrs[~failed & (probe_lrs < probe_lrs[failed].min(initial=math.inf))].max(initial=0.0))
     drop = start_loss - losses[best]
     if not drop > 2 * start_se:
         raise CannotAdvise(f"the probe's held-out loss did not move: {start_loss:.4g} at the start, "
@@ -612,11 +617,16 @@ def _noise_method(s, model, notes):
         return "two-batch"
     inputs, targets = s.train.take(slice(0, 2))
     try:
-        grads.batch_sq_norms_func(model, inputs, targets, s.loss_fn)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            grads.batch_sq_norms_func(model, inputs, targets, s.loss_fn)
+        slow = [str(w.message) for w in caught if "batching rule" in str(w.message)]
+        if slow:  # torch.func loops over the examples (e.g. nn.LSTM on a CPU): slower than two batches
+            raise RuntimeError(slow[0])
     except Exception as error:  # noqa: BLE001 -- any failure of torch.func on this model means: fall back
         first = str(error).splitlines()[0] if str(error) else ""
-        notes.append(f"torch.func cannot take per-example gradients of this model ({type(error).__name__}: "
-                     f"{first[:120]}): the noise scale comes from the two-batch estimator")
+        notes.append(f"torch.func cannot take per-example gradients of this model efficiently "
+                     f"({type(error).__name__}: {first[:100]}): the noise scale comes from the two-batch estimator")
         return "two-batch"
     if any(isinstance(m, nn.Dropout) and m.p > 0 for m in model.modules()):
         notes.append("the noise scale is measured in training mode, dropout sampled afresh for every example")
@@ -665,8 +675,8 @@ def _measure_noise(s, clock, notes, t_ref, ref_batch_size, lr):
     state = {"every": 1, "points": s.num_noise_points + 1}
     noise_steps, estimates = [], []
 
-    def measure(step, model):
-        clock.unit()
+    def measure(step, model):  # expected to take as long as the last measurement
+        clock.unit(state.get("t_measure", 0.0))
         if step == 0:
             state["method"] = _noise_method(s, model, notes)
             state["sizes"] = _noise_sizes(s, model, state["method"], ref_batch_size)
@@ -675,6 +685,7 @@ def _measure_noise(s, clock, notes, t_ref, ref_batch_size, lr):
         started = clock.now()
         estimates.append(_noise_point(s, model, state["method"], state["sizes"], s.seed + step, until))
         noise_steps.append(step)
+        state["t_measure"] = clock.now() - started
         if step == 0:
             _size_noise_run(s, clock, notes, state, t_ref, clock.now() - started)
 
@@ -732,8 +743,8 @@ def _recommend_lr(s, throughput, b_noise, ref_batch_size, lr, lr_cap, notes):
     rule_lr = scaled_lr(lr, ref_batch_size, best, b_noise)
     best_lr = min(rule_lr, lr_cap)
     if best_lr < rule_lr:
-        notes.append(f"the rule's lr {rule_lr:.3g} at batch {best} was capped at {lr_cap:.3g}, the largest probe lr "
-                     f"below the smallest that diverged")
+        notes.append(f"the rule's lr {rule_lr:.3g} at batch {best} was capped at {lr_cap:.3g}, the largest lr the "
+                     f"probe saw lower the held-out loss, below any that diverged or raised it")
     warmup_steps = max(1, s.num_examples // best) if best_lr > lr * (1 + 1e-9) else 0
     return best, batch_range, best_lr, warmup_steps
 
