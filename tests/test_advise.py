@@ -294,9 +294,7 @@ def test_command_line_advises_in_its_budget(tmp_path):
     """The command line runs the time-budget mode (its accounting is tested above, in-process, where the phases
     can be read); here: it returns a consistent recommendation, the figure and the notes."""
     figure = tmp_path / "advice.png"
-    out = subprocess.run([sys.executable, "-m", "batchsize", "advise", "--model", "mlp", "--time-budget", "6",
-                          "--json", "--figure", str(figure)], capture_output=True, text=True,
-                         timeout=600)  # a guard against a hang, not a timing check
+    out = run_cli("--model", "mlp", "--time-budget", "6", "--json", "--figure", str(figure))
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)
     assert result["batch_range"][0] <= result["batch_size"] <= result["batch_range"][1]
@@ -305,10 +303,71 @@ def test_command_line_advises_in_its_budget(tmp_path):
     assert figure.stat().st_size > 0
 
 
-def test_command_line_reports_bad_arguments():
-    out = subprocess.run([sys.executable, "-m", "batchsize", "advise", "--time-budget", "-1"],
-                         capture_output=True, text=True, timeout=120)
-    assert out.returncode == 2 and "time_budget_s" in out.stderr
-    out = subprocess.run([sys.executable, "-m", "batchsize", "advise", "--model", "resnet"],
-                         capture_output=True, text=True, timeout=120)
-    assert out.returncode == 2 and "invalid choice" in out.stderr
+def run_cli(*args, cwd=None):
+    """`python -m batchsize advise ARGS` in a subprocess; a timeout guards against a hang, it is no timing check."""
+    return subprocess.run([sys.executable, "-m", "batchsize", "advise", *args], capture_output=True, text=True,
+                          timeout=300, cwd=cwd, check=False)
+
+
+@pytest.mark.parametrize("args, status, message", [
+    (["--time-budget", "-1"], 2, "error: time_budget_s must be a finite number > 0, got -1.0"),
+    (["--model", "resnet"], 2, "error: --model must be one of mlp, cnn or MODULE:FUNCTION"),
+    (["--model", "no_such_module:make"], 2, "error: --model: cannot import 'no_such_module'"),
+    (["--model", "missing.py:make"], 2, "error: --model: no file 'missing.py'"),
+    (["--model", "user_model.py:nothing"], 2, "error: --model: 'user_model.py' has no function 'nothing'"),
+    (["--model", "user_model.py:not_a_pair"], 2, "error: --model: not_a_pair() must return (model, data)"),
+    (["--model", "user_model.py:bad_labels"], 2, "error: training labels must lie in 0..2"),
+    (["--model", "user_model.py:fails"], 1, "error: ZeroDivisionError: division by zero"),
+    (["--figure", "no_such_folder/advice.png"], 2, "error: --figure: the folder"),
+    (["--figure", "advice.unknown"], 2, "error: --figure: 'advice.unknown' needs one of the extensions"),
+    (["--memory-budget", "100"], 2, "error: memory_budget_bytes=100 is too small: not even a batch of 1 fits"),
+    (["--ref-batch-size", "0"], 2, "error: ref_batch_size must be an integer >= 1, got 0"),
+])
+def test_command_line_reports_every_failure_in_one_line(tmp_path, args, status, message):
+    """Bad arguments, a user's module that fails, and output paths that cannot be written: one line on stderr, no
+    traceback, a non-zero status; the output paths are checked before anything is measured."""
+    (tmp_path / "user_model.py").write_text(USER_MODULE)
+    out = run_cli(*args, cwd=tmp_path)
+    assert out.returncode == status and out.stderr.startswith(message), out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1 and "Traceback" not in out.stderr and out.stdout == ""
+
+
+USER_MODULE = """
+import torch
+from torch import nn
+
+
+def data():
+    gen = torch.Generator().manual_seed(0)
+    X = torch.randn(600, 8, generator=gen)
+    return X, (X @ torch.randn(8, 3, generator=gen)).argmax(1)
+
+
+def make():
+    return nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 3)), data()
+
+
+def not_a_pair():
+    return make()[0]
+
+
+def bad_labels():
+    X, y = data()
+    return make()[0], (X, y + 1)
+
+
+def fails():
+    return 1 / 0
+"""
+
+
+def test_command_line_advises_on_a_users_model(tmp_path):
+    """--model FILE:FUNCTION loads the user's model and data; the JSON carries the advice and its uncertainty."""
+    (tmp_path / "user_model.py").write_text(USER_MODULE)
+    out = run_cli("--model", "user_model.py:make", "--time-budget", "4", "--json", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert result["model"] == "user_model.py:make" and result["noise_method"] == "per-example"
+    lo, hi = result["b_noise_interval"]
+    assert lo <= result["b_noise"] <= hi and result["batch_range"][0] <= result["batch_size"]
+    assert result["throughput"]["batch_sizes"][-1] <= 480  # the data's 600 examples less the held-out fifth

@@ -67,10 +67,10 @@ def check_data(X, y, floating=True):
     return len(X)
 
 
-def check_batch_size(batch_size, num_examples):
+def check_batch_size(batch_size, num_examples, name="batch_size"):
     """Raise unless 1 <= batch_size <= num_examples."""
-    check_positive_int(batch_size, "batch_size")
+    check_positive_int(batch_size, name)
     if batch_size > num_examples:
-        raise ValueError(f"batch_size must be between 1 and the number of examples ({num_examples}), "
+        raise ValueError(f"{name} must be between 1 and the number of examples ({num_examples}), "
                          f"got {batch_size}")
     return int(batch_size)

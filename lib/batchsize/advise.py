@@ -329,7 +329,6 @@ def _check_model_on_data(make_model, train, held_out, loss_fn, device, seed):
         if not isinstance(output, torch.Tensor):
             raise TypeError(f"the model returned a {type(output).__name__}, not a tensor of logits: give "
                             f"loss_fn(output, target) that returns the mean loss")
-        batches.mean_loss(output, targets, None)  # shapes and dtypes
         batches.check_labels(output, {"training": train, "held-out": held_out})
     loss = batches.mean_loss(output, targets, loss_fn)
     if not torch.isfinite(loss):
@@ -347,7 +346,7 @@ def _checked_settings(model, data, loss_fn, time_budget_s, ref_batch_size, lr, d
     if loss_fn is not None and not callable(loss_fn):
         raise TypeError(f"loss_fn must be None or a callable loss_fn(output, target), got {type(loss_fn).__name__}")
     train, held_out = batches.examples(data, seed)
-    ref_batch_size = check_batch_size(ref_batch_size, len(train))
+    ref_batch_size = check_batch_size(ref_batch_size, len(train), "ref_batch_size")
     cap = len(train) if max_batch_size is None else min(check_positive_int(max_batch_size, "max_batch_size"),
                                                          len(train))
     if lr is not None:
@@ -439,12 +438,27 @@ def _find_max_fit(s, clock, notes):
 
     try:
         with s.pin():
-            finder = memory.find_batch_size(try_step, s.cap, start=s.min_batch, margin=0.1)
+            finder = _find_batch_size(s, try_step)
         return finder, max(s.min_batch, finder.batch_size if finder.smallest_failed is not None else
                            finder.largest_fit)
     except _OutOfTime:
         notes.append(f"the finder was cut short by the time budget; batch sizes up to {max(ran)} ran")
         return None, max(ran)
+
+
+def _find_batch_size(s, try_step):
+    """memory.find_batch_size from the smallest batch that trains; a ValueError (memory_budget_bytes) or
+    CannotAdvise (the device) when not even that fits."""
+    try:
+        return memory.find_batch_size(try_step, s.cap, start=s.min_batch, margin=0.1)
+    except RuntimeError as error:
+        if not str(error).startswith("not even"):
+            raise
+        if s.memory_budget_bytes is not None:
+            raise ValueError(f"memory_budget_bytes={s.memory_budget_bytes} is too small: not even a batch of "
+                             f"{s.min_batch} fits in it with the model's parameters") from error
+        raise CannotAdvise(f"not even a batch of {s.min_batch} fits in the memory of {s.device}; try a smaller "
+                           f"model or another device") from error
 
 
 def _make_timed_step(s, batch_size):

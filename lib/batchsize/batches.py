@@ -96,20 +96,26 @@ def mean_loss(output, targets, loss_fn=None):
     if not isinstance(output, torch.Tensor):
         raise TypeError(f"the model returned a {type(output).__name__}, not a tensor of logits: give "
                         f"loss_fn(output, target) that returns the mean loss")
-    if not isinstance(targets, torch.Tensor) or targets.dtype not in (torch.long, torch.int32, torch.int64):
-        raise TypeError("the default loss (cross-entropy) needs integer class labels as targets (torch.long); "
-                        "give loss_fn(output, target) for other targets")
+    _check_label_dtype(targets)
     if output.dim() < 2 or tuple(output.shape[:-1]) != tuple(targets.shape):
         raise ValueError(f"the default loss (cross-entropy) needs logits of shape (*target.shape, num_classes), "
                          f"got output {tuple(output.shape)} for targets {tuple(targets.shape)}; give loss_fn")
     return F.cross_entropy(output.reshape(-1, output.shape[-1]), targets.reshape(-1).long())
 
 
+def _check_label_dtype(targets):
+    if not isinstance(targets, torch.Tensor) or targets.dtype not in (torch.long, torch.int32):
+        raise TypeError(f"the default loss (cross-entropy) needs integer class labels as targets (torch.long), got "
+                        f"{targets.dtype if isinstance(targets, torch.Tensor) else type(targets).__name__}; give "
+                        f"loss_fn(output, target) for other targets")
+
+
 def check_labels(output, examples_sets):
-    """Raise unless every integer target of the examples lies in 0..C-1 for the model's C outputs (default loss)."""
+    """Raise unless every target of the examples is an integer in 0..C-1 for the model's C outputs (default loss)."""
     num_classes = output.shape[-1]
     for name, ex in examples_sets.items():
         y = ex.targets
+        _check_label_dtype(y)
         lo, hi = int(y.min()), int(y.max())
         if lo < 0 or hi >= num_classes:
             raise ValueError(f"{name} labels must lie in 0..{num_classes - 1} (the model has {num_classes} "

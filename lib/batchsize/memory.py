@@ -256,7 +256,7 @@ def find_batch_size(try_step, max_batch_size, start=1, margin=0.1):
         else:
             bad = mid
     if good == 0:
-        raise RuntimeError(f"not even batch_size 1 fits in memory (tries: {tries})")
+        raise RuntimeError(f"not even batch_size {tries[0][0]} fits in memory (tries: {tries})")
     return FinderResult(max(1, math.floor(good * (1 - margin))), good, bad, float(margin), tries)
 
 
