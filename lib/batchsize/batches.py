@@ -10,11 +10,10 @@ position (a classifier's (B, C) logits or a language model's (B, T, V)).
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from . import seeding
-from ._checks import check_model, check_positive_int
+from ._checks import check_model, check_positive_int, cross_entropy
 
 MAX_EXAMPLES = 20_000  # a Dataset or DataLoader is read up to this many examples
 MAX_HELD_OUT = 1000  # (X, y) and datasets give this many examples at most, a fifth at most, to the held-out set
@@ -100,7 +99,7 @@ def mean_loss(output, targets, loss_fn=None):
     if output.dim() < 2 or tuple(output.shape[:-1]) != tuple(targets.shape):
         raise ValueError(f"the default loss (cross-entropy) needs logits of shape (*target.shape, num_classes), "
                          f"got output {tuple(output.shape)} for targets {tuple(targets.shape)}; give loss_fn")
-    return F.cross_entropy(output.reshape(-1, output.shape[-1]), targets.reshape(-1).long())
+    return cross_entropy(output.reshape(-1, output.shape[-1]), targets.reshape(-1).long())
 
 
 def _check_label_dtype(targets):

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import seeding
-from ._checks import as_positive_array, check_data, check_model, check_positive_int
+from ._checks import as_positive_array, check_data, check_model, check_positive_int, cross_entropy
 from .steps import flatten_grads, trainable_parameters
 
 _SUPPORTED = (nn.Linear, nn.Conv1d)
@@ -33,7 +33,7 @@ _SUPPORTED_NAMES = "nn.Linear and nn.Conv1d (parameter-free modules such as ReLU
 def _per_example_losses(output, y, loss_fn):
     """Per-example losses, shape (N,), checked."""
     if loss_fn is None:
-        losses = F.cross_entropy(output, y, reduction="none")
+        losses = cross_entropy(output, y, reduction="none")
     else:
         losses = loss_fn(output, y)
     if not isinstance(losses, torch.Tensor) or tuple(losses.shape) != (len(y),):
@@ -246,6 +246,9 @@ def gradient_stats(model, X, y, loss_fn=None):
     Same result as per_example_sq_norms and mean_gradient, sharing their single forward and backward pass.
     """
     N = check_data(X, y, floating=False)
+    if N < 2:
+        raise ValueError("gradient_stats needs at least 2 examples: with one, tr(Sigma) is 0 and B_simple is not "
+                         "defined (rounding makes it any small number, also negative)")
     modules = _hooked_modules(model)
     params = trainable_parameters(model)
     layers, grads = _hooked_pass(model, X, y, loss_fn, modules, params)
