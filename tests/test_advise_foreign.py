@@ -110,9 +110,9 @@ def cases():
     }
 
 
-def time_to_target(make_model, data, loss_fn, advice, batch_size, target, seed, max_examples=80_000):
+def time_to_target(make_model, data, loss_fn, advice, batch_size, target, seed, max_examples=80_000, max_steps=2000):
     """Seconds to a held-out loss <= target at batch_size with the advice's lr (and warm-up from its ref_lr), from
-    the steps taken and the step time the advisor measured; inf if not reached within max_examples."""
+    the steps taken and the step time the advisor measured; inf if not reached within max_examples or max_steps."""
     train, held = batches.examples(data, seed=0)
     seeding.manual_seed(seed)
     model = make_model()
@@ -123,7 +123,7 @@ def time_to_target(make_model, data, loss_fn, advice, batch_size, target, seed, 
     opt = torch.optim.SGD(model.parameters(), lr=lr)
     gen = seeding.generator(seed)
     every = max(1, 64 // batch_size)
-    for step in range(1, max_examples // batch_size + 1):
+    for step in range(1, min(max_examples // batch_size, max_steps) + 1):
         for group in opt.param_groups:
             group["lr"] = lr if step > warmup else advice.ref_lr + (lr - advice.ref_lr) * step / (warmup + 1)
         inputs, targets = train.take(torch.randint(len(train), (batch_size,), generator=gen))
@@ -146,7 +146,7 @@ def time_to_target(make_model, data, loss_fn, advice, batch_size, target, seed, 
 def test_foreign_model_gets_advice_within_its_budget(name):
     """Advice for each model, with the budget's accounting; then a short measured sweep: the batch size fastest to
     the probe's best held-out loss (median of two seeds), at each power of two from the recommended range's lower
-    end / 4 to its upper end x 4, must lie inside the range or one factor 2 beyond it (two seeds leave neighbouring
+    end / 4 (at least 8) to its upper end x 4, must lie inside the range or one factor 2 beyond it (two seeds leave neighbouring
     batch sizes within noise of each other, as chapter 6's resampling shows)."""
     from test_advise import check_budget_accounting
 
@@ -159,7 +159,7 @@ def test_foreign_model_gets_advice_within_its_budget(name):
     diverged = a.probe_lrs[np.isnan(a.probe_loss)]
     assert a.lr <= a.lr_cap <= a.probe_lrs.max() and np.all(a.lr < diverged)  # never an lr the probe saw diverge
     target = float(np.nanmin(a.probe_loss))
-    grid = [b for b in 2 ** np.arange(1, 13) if lo / 4 <= b <= min(hi * 4, a.max_fit)]
+    grid = [b for b in 2 ** np.arange(3, 13) if lo / 4 <= b <= min(hi * 4, a.max_fit)]
     seconds = {b: np.median([time_to_target(make_model, data, loss_fn, a, int(b), target, s) for s in (0, 1)])
                for b in grid}
     fastest = min(seconds, key=seconds.get)

@@ -364,7 +364,11 @@ def _checked_settings(model, data, loss_fn, time_budget_s, ref_batch_size, lr, d
         threads = check_positive_int(threads, "threads")
     probe = make_model()
     model_device, dtype = batches.model_device_dtype(probe)
-    device = model_device if device is None else torch.device(device)
+    try:
+        device = model_device if device is None else torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise ValueError(f"device must be None (the model's), or a device such as 'cpu' or 'cuda', got "
+                         f"{device!r}") from error
     train, held_out = train.to(device, dtype), held_out.to(device, dtype)
     min_batch = _check_model_on_data(make_model, train, held_out, loss_fn, device, seed)
     if ref_batch_size < min_batch or cap < min_batch:
@@ -555,6 +559,20 @@ def _eval_mode(model):
             m.train(training)
 
 
+def _chance_loss(s):
+    """Held-out cross-entropy of the best constant guess, the training labels' frequencies (add-one smoothed):
+    (mean, se) over the same chunks as `_held_out_loss`; (inf, 0) with a loss_fn, which has no such level."""
+    if s.loss_fn is not None:
+        return math.inf, 0.0
+    y, y_held = s.train.targets.reshape(-1), s.held_out.targets
+    num_classes = int(max(y.max(), y_held.max())) + 1
+    log_freq = torch.log((torch.bincount(y, minlength=num_classes) + 1.0) / (len(y) + num_classes))  # (C,)
+    n = len(s.held_out)
+    losses = np.array([float(-log_freq[y_held[c]].mean()) for c in micro_batches(n, min(8, n))])
+    return float(-log_freq[y_held.reshape(-1)].mean()), float(np.std(losses, ddof=1) / np.sqrt(len(losses))) \
+        if len(losses) > 1 else math.inf
+
+
 def _held_out_loss(s, model):
     """Mean held-out loss in eval mode and its standard error over up to 8 chunks: (mean, se)."""
     n = len(s.held_out)
@@ -583,7 +601,7 @@ def _probe_lr(s, clock, notes, t_ref, ref_batch_size):
     steps = max(1, int(min(affordable, s.probe_steps)))
     if steps < s.probe_steps:
         notes.append(f"the learning-rate probe ran {steps} steps instead of {s.probe_steps} (time budget)")
-    start_loss, start_se = _held_out_loss(s, s.model())
+    start_loss, start_se = min(_held_out_loss(s, s.model()), _chance_loss(s))  # the lower: the harder to beat
     losses = np.full(len(probe_lrs), np.nan)
     diverged = np.zeros(len(probe_lrs), bool)
     try:
@@ -601,20 +619,22 @@ def _probe_lr(s, clock, notes, t_ref, ref_batch_size):
 
 
 def _probe_verdict(s, notes, probe_lrs, losses, diverged, steps, ref_batch_size, start_loss, start_se):
-    """The best probed lr and the cap: the largest lr whose held-out loss fell, below the smallest that diverged or
-    ended above its start. CannotAdvise if every lr diverged or the held-out loss did not move."""
+    """The best probed lr and the cap: the largest lr from the best up that lowered the held-out loss below
+    start_loss (the start or chance, the lower), below the smallest above the best that diverged or did not lower
+    it. CannotAdvise if every lr diverged or none lowered it."""
     if np.all(np.isnan(losses)):
         raise CannotAdvise(f"every learning rate of the probe diverged at batch size {ref_batch_size}; give a "
                            f"smaller lr (lr=...)", notes)
     best = int(np.nanargmin(losses))
-    failed = np.isnan(losses) | (losses >= start_loss)  # diverged, not tried, or ended worse than it started
-    lr_cap = float(probe_lrs[~failed & (probe_lrs < probe_lrs[failed].min(initial=math.inf))].max(initial=0.0))
+    # above the best lr: diverged, not tried, or no better than the start or chance
+    failed = (np.isnan(losses) | (losses >= start_loss)) & (probe_lrs > probe_lrs[best])
+    lr_cap = float(probe_lrs[~failed & (probe_lrs < probe_lrs[failed].min(initial=math.inf))].max())
     drop = start_loss - losses[best]
     if not drop > 2 * start_se:
-        raise CannotAdvise(f"the probe's held-out loss did not move: {start_loss:.4g} at the start, "
-                           f"{losses[best]:.4g} after {steps} steps at the best lr {probe_lrs[best]:.3g} (batch "
-                           f"{ref_batch_size}), a fall of less than twice the standard error of the held-out loss "
-                           f"({start_se:.2g}); try a longer "
+        raise CannotAdvise(f"the probe's held-out loss did not move: {start_loss:.4g} at the start or at chance "
+                           f"(the training labels' frequencies), whichever is lower, {losses[best]:.4g} after "
+                           f"{steps} steps at the best lr {probe_lrs[best]:.3g} (batch {ref_batch_size}), a fall of "
+                           f"less than twice the standard error of the held-out loss ({start_se:.2g}); try a longer "
                            f"time budget or more probe_steps, check that the model can learn the data (labels, "
                            f"inputs, loss_fn), or give lr", notes)
     if best == len(probe_lrs) - 1:
