@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from batchsize import advise, batches, language, seeding
+from batchsize import advise, language
 
 BUDGET_S = 6.0  # each model's time budget; the accounting of the budget is checked by check_budget_accounting
 
@@ -110,38 +110,6 @@ def cases():
     }
 
 
-def time_to_target(make_model, data, loss_fn, advice, batch_size, target, seed, max_examples=80_000, max_steps=2000):
-    """Seconds to a held-out loss <= target at batch_size with the advice's lr (and warm-up from its ref_lr), from
-    the steps taken and the step time the advisor measured; inf if not reached within max_examples or max_steps."""
-    train, held = batches.examples(data, seed=0)
-    seeding.manual_seed(seed)
-    model = make_model()
-    device, dtype = batches.model_device_dtype(model)
-    train, held = train.to(device, dtype), held.to(device, dtype)
-    lr = float(advice.lr_for(batch_size))
-    warmup = max(1, len(train) // batch_size) if lr > advice.ref_lr else 0
-    opt = torch.optim.SGD(model.parameters(), lr=lr)
-    gen = seeding.generator(seed)
-    every = max(1, 64 // batch_size)
-    for step in range(1, min(max_examples // batch_size, max_steps) + 1):
-        for group in opt.param_groups:
-            group["lr"] = lr if step > warmup else advice.ref_lr + (lr - advice.ref_lr) * step / (warmup + 1)
-        inputs, targets = train.take(torch.randint(len(train), (batch_size,), generator=gen))
-        opt.zero_grad()
-        batches.mean_loss(batches.call_model(model, inputs), targets, loss_fn).backward()
-        opt.step()
-        if step % every == 0:
-            model.eval()
-            with torch.no_grad():
-                loss = float(batches.mean_loss(batches.call_model(model, held.inputs), held.targets, loss_fn))
-            model.train()
-            if not math.isfinite(loss):
-                return math.inf
-            if loss <= target:
-                return step * float(advice.throughput.seconds_at(batch_size))
-    return math.inf
-
-
 @pytest.mark.parametrize("name", ["transformer", "lstm", "bn_cnn", "dict", "float64"])
 def test_foreign_model_gets_advice_within_its_budget(name):
     """Advice for each model, with the budget's accounting; then a short measured sweep: the batch size fastest to
@@ -160,7 +128,7 @@ def test_foreign_model_gets_advice_within_its_budget(name):
     assert a.lr <= a.lr_cap <= a.probe_lrs.max() and np.all(a.lr < diverged)  # never an lr the probe saw diverge
     target = float(np.nanmin(a.probe_loss))
     grid = [b for b in 2 ** np.arange(3, 13) if lo / 4 <= b <= min(hi * 4, a.max_fit)]
-    seconds = {b: np.median([time_to_target(make_model, data, loss_fn, a, int(b), target, s) for s in (0, 1)])
+    seconds = {b: np.median([advise.time_to_target(make_model, data, a, int(b), target, seed=s, loss_fn=loss_fn) for s in (0, 1)])
                for b in grid}
     fastest = min(seconds, key=seconds.get)
     assert math.isfinite(seconds[fastest]), (a.summary(), seconds)

@@ -863,6 +863,49 @@ def _advise(s, clock):
 
 
 # ----------------------------------------------------------------------------------------------------------------
+# the check: time to a target at a batch size, with the advice's learning rate
+
+
+def time_to_target(model, data, advice, batch_size, target, seed=0, loss_fn=None, max_examples=80_000,
+                   max_steps=2000):
+    """Seconds to a held-out loss <= target at batch_size, with the advice's lr for it (and its warm-up from
+    ref_lr): the steps taken, counted every max(1, 64 // batch_size) steps, times the step time the advisor
+    measured there. inf if not reached within max_examples or max_steps. Introduced in chapter 6.
+
+    model and data as for `advise` (the same seeded held-out part); batches drawn with replacement from seed.
+    """
+    if not isinstance(advice, Advice):
+        raise TypeError(f"advice must be an advise.Advice (from advise), got {type(advice).__name__}")
+    make_model = _make_model_fn(model)
+    train, held = batches.examples(data, seed=0)
+    batch_size = check_batch_size(batch_size, len(train))
+    target = check_positive_float(target, "target")
+    seeding.manual_seed(seed)
+    net = make_model()
+    device, dtype = batches.model_device_dtype(net)
+    train, held = train.to(device, dtype), held.to(device, dtype)
+    lr = float(advice.lr_for(batch_size))
+    warmup = max(1, len(train) // batch_size) if lr > advice.ref_lr else 0
+    opt = torch.optim.SGD(net.parameters(), lr=lr)
+    generator = seeding.generator(seed)
+    every = max(1, 64 // batch_size)
+    for step in range(1, min(max_examples // batch_size, max_steps) + 1):
+        opt.param_groups[0]["lr"] = lr if step > warmup else advice.ref_lr + (lr - advice.ref_lr) * step / (warmup + 1)
+        inputs, targets = train.take(torch.randint(len(train), (batch_size,), generator=generator).to(device))
+        opt.zero_grad()
+        batches.mean_loss(batches.call_model(net, inputs), targets, loss_fn).backward()
+        opt.step()
+        if step % every == 0:
+            with _eval_mode(net), torch.no_grad():
+                loss = float(batches.mean_loss(batches.call_model(net, held.inputs), held.targets, loss_fn))
+            if not math.isfinite(loss):
+                return math.inf
+            if loss <= target:
+                return step * float(advice.throughput.seconds_at(batch_size))
+    return math.inf
+
+
+# ----------------------------------------------------------------------------------------------------------------
 # the figure
 
 
