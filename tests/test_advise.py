@@ -98,11 +98,12 @@ def test_fixed_work_does_not_depend_on_the_speed_of_the_machine(tiny_advice, mon
         assert getattr(slow, key) == getattr(tiny_advice, key), key
     np.testing.assert_array_equal(slow.noise_steps, tiny_advice.noise_steps)
     np.testing.assert_array_equal(slow.b_simple, tiny_advice.b_simple)
-    # the same clock cuts a time budget down to one unit of work per phase: the finder stops at batch 1 and the
-    # probe runs one step of one lr, whose held-out loss cannot move: no advice
-    with pytest.raises(advise.CannotAdvise, match="cannot advise: the probe's held-out loss did not move") as cut:
+    # the same clock cuts a time budget down to one unit of work per phase: the finder stops at batch 1, so only
+    # batch 1 is timed, too few batch sizes to choose among: no advice
+    with pytest.raises(advise.CannotAdvise, match="cannot advise: the time budget allowed timing batch sizes up to 1 "
+                                                  "only, too few to choose among; give a longer time budget") as cut:
         advise.advise(tiny_model, tiny_data(), time_budget_s=30, **WORK)
-    assert list(cut.value.phases) == ["finder", "throughput", "probe"]
+    assert list(cut.value.phases) == ["finder", "throughput"]
     assert all(p.units == 1 for p in cut.value.phases.values()) and len(cut.value.notes) >= 3
 
 

@@ -113,8 +113,8 @@ def cases():
 @pytest.mark.parametrize("name", ["transformer", "lstm", "bn_cnn", "dict", "float64"])
 def test_foreign_model_gets_advice_within_its_budget(name):
     """Advice for each model, with the budget's accounting; then a short measured sweep: the batch size fastest to
-    the probe's best held-out loss (median of two seeds), at each power of two from the recommended range's lower
-    end / 4 (at least 8) to its upper end x 4, must lie inside the range or one factor 2 beyond it (two seeds leave neighbouring
+    the probe's best held-out loss plus 5 % (median of two seeds), at each power of two from the recommended range's
+    lower end / 4 (at least 8) to its upper end x 4, must lie inside the range or one factor 2 beyond it (two seeds leave neighbouring
     batch sizes within noise of each other, as chapter 6's resampling shows)."""
     from test_advise import check_budget_accounting
 
@@ -126,7 +126,7 @@ def test_foreign_model_gets_advice_within_its_budget(name):
     assert a.b_noise_interval[0] >= a.b_noise / 2 and a.b_noise_interval[1] <= 2 * a.b_noise
     diverged = a.probe_lrs[np.isnan(a.probe_loss)]
     assert a.lr <= a.lr_cap <= a.probe_lrs.max() and np.all(a.lr < diverged)  # never an lr the probe saw diverge
-    target = float(np.nanmin(a.probe_loss))
+    target = 1.05 * float(np.nanmin(a.probe_loss))  # slack: runs of other batch orders end near it, not on it
     grid = [b for b in 2 ** np.arange(3, 13) if lo / 4 <= b <= min(hi * 4, a.max_fit)]
     seconds = {b: np.median([advise.time_to_target(make_model, data, a, int(b), target, seed=s, loss_fn=loss_fn) for s in (0, 1)])
                for b in grid}

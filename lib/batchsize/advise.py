@@ -312,7 +312,7 @@ def _check_mode(fixed_work, time_budget_s, rounds):
 
 
 def _check_model_on_data(make_model, train, held_out, loss_fn, device, seed):
-    """One forward pass on two examples (the cold start, before any phase): the output against the loss and labels.
+    """One training step on two examples (the cold start, before any phase): the output against the loss and labels.
 
     Returns the smallest batch that trains (2 with batch norm, else 1).
     """
@@ -334,6 +334,8 @@ def _check_model_on_data(make_model, train, held_out, loss_fn, device, seed):
     if not torch.isfinite(loss):
         raise ValueError(f"the loss of the untrained model on two examples is {float(loss)}: check the data and "
                          f"loss_fn")
+    loss.backward()  # and a first optimizer step: what the first step of a process loads is not charged to a phase
+    torch.optim.SGD(model.parameters(), lr=1e-3).step()
     return min_batch
 
 
@@ -848,6 +850,9 @@ def _advise(s, clock):
     notes = []
     finder, max_fit = _find_max_fit(s, clock, notes)
     throughput, step_times = _time_steps(s, clock, notes, max_fit)
+    if len(throughput.batch_sizes) < 3 and (finder is None or throughput.batch_sizes[-1] < max_fit):  # cut short
+        raise CannotAdvise(f"the time budget allowed timing batch sizes up to {throughput.batch_sizes[-1]} only, too "
+                           f"few to choose among; give a longer time budget", notes)
     knee = hardware.throughput_knee(throughput.batch_sizes, throughput.examples_per_s)
     ref_batch_size = _measured_ref_batch_size(s.ref_batch_size, throughput, notes)
     t_ref = float(throughput.seconds_at(ref_batch_size))
