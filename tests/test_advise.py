@@ -104,7 +104,8 @@ def test_fixed_work_does_not_depend_on_the_speed_of_the_machine(tiny_advice, mon
                                                   "only, too few to choose among; give a longer time budget") as cut:
         advise.advise(tiny_model, tiny_data(), time_budget_s=30, **WORK)
     assert list(cut.value.phases) == ["finder", "throughput"]
-    assert all(p.units == 1 for p in cut.value.phases.values()) and len(cut.value.notes) >= 3
+    assert all(p.units == 1 for p in cut.value.phases.values())
+    assert cut.value.notes == ["the finder was cut short by the time budget; batch sizes up to 1 ran"]
 
 
 
