@@ -1,4 +1,5 @@
 """Tests for advise.py and the command line (__main__.py)"""
+import inspect
 import json
 import subprocess
 import sys
@@ -137,6 +138,37 @@ def test_the_first_unit_of_a_phase_runs_even_past_its_deadline(monkeypatch):
         clock.unit()
     clock.end(clock.now())
     assert clock.phases["probe"] == advise.Phase(1.0, 1.0, 4.0, (2.0,), 3.0, 3.0)
+
+def settings(model, data, **kwargs):
+    """advise's checked settings for these arguments (with advise's defaults), to run its phases one by one."""
+    bound = inspect.signature(advise.advise).bind(model, data, **kwargs)
+    bound.apply_defaults()
+    return advise._checked_settings(**bound.arguments)
+
+
+def test_each_phase_runs_on_its_own():
+    """The phases of advise, called one by one on fixed-work settings (no deadline): the finder, the timing grid,
+    the learning-rate probe, the noise run and the noise scale's verdict, each with what it returns."""
+    s = settings(tiny_model, tiny_data(), fixed_work=True, rounds=2, **WORK)
+    clock, notes = advise._Deadlines(advise._clock(), s.budget), []
+    finder, max_fit = advise._find_max_fit(s, clock, notes)
+    assert finder.tries[0] == (1, True) and max_fit == finder.largest_fit == 256  # nothing fails: the data caps it
+    throughput, step_times = advise._time_steps(s, clock, notes, 16)
+    assert list(throughput.batch_sizes) == [1, 2, 4, 8, 16] and step_times.shape == (2, 5)
+    lrs, losses, steps, lr, lr_cap = advise._probe_lr(s, clock, notes, 1e-6, 32)
+    assert list(lrs) == list(advise.PROBE_LRS) and steps == WORK["probe_steps"]
+    assert lr == lrs[np.nanargmin(losses)] and lr <= lr_cap <= lrs.max()
+    noise_steps, estimates, method = advise._measure_noise(s, clock, notes, 1e-6, 32, lr)
+    assert list(noise_steps) == [0, 25, 50, 75, 100] and method == "per-example"
+    assert all(e.num_draws >= advise.MIN_NOISE_DRAWS and e.b_small == 1 for e in estimates)
+    b_noise, (low, high) = advise._b_noise(s, estimates, notes)
+    assert b_noise == grads.pooled_noise_estimate(estimates[2:]).b_simple and low < b_noise < high
+    assert list(clock.phases) == ["finder", "throughput", "probe", "noise"] and notes == []
+    rng = np.random.default_rng(0)  # two draws of pure noise: B_simple not resolved, no advice
+    noisy = [grads.noise_estimate(rng.gamma(2, size=2), rng.gamma(2, size=2), 1, 64) for _ in range(2)]
+    with pytest.raises(advise.CannotAdvise, match="cannot advise"):
+        advise._b_noise(s, noisy, notes)
+
 
 def check_budget_accounting(a):
     """The budget as `advise` keeps it: contiguous phases, each with its share of the time left as its deadline,
