@@ -284,6 +284,18 @@ def test_gradient_stats_and_labels_out_of_range_raise():
             fn(model, X, y + 100)
 
 
+def test_dropout_in_training_mode_is_refused_by_the_per_example_statistics():
+    """Dropout in training mode would make the statistics a random draw that changes from call to call."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(40, 16), nn.ReLU(), nn.Dropout(0.5), nn.Linear(16, 10)).double()
+    X, y = data((40,))
+    for fn in (grads.per_example_sq_norms, grads.gradient_gram, grads.gradient_stats):
+        with pytest.raises(ValueError, match="2 is dropout in training mode: per-example statistics would change"):
+            fn(model, X, y)
+    model.eval()
+    assert grads.gradient_stats(model, X, y).b_simple == grads.gradient_stats(model, X, y).b_simple
+
+
 def test_noise_estimate_brackets_the_two_batch_formula_and_pools():
     """On draws with a known |G|^2 = 1 and tr(Sigma) = 64 (|g_B|^2 = 1 + 64 / B exactly, plus noise), the estimate
     is the two-batch formula on the means, inside its interval; pooling two halves gives the estimate of all."""

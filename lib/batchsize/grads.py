@@ -54,6 +54,10 @@ def _hooked_modules(model):
                             f"{type(module).__name__}): it normalises each example with statistics of the whole "
                             f"batch, so one example's loss depends on the others; remove it, or put it in eval mode "
                             f"with frozen affine parameters")
+        if isinstance(module, nn.modules.dropout._DropoutNd) and module.training and module.p > 0:
+            raise ValueError(f"{name or 'model'} is dropout in training mode: per-example statistics would change "
+                             f"from call to call; call model.eval() for the statistics without dropout, or use "
+                             f"advise.advise, which samples dropout afresh for every example")
         if not trainable:
             continue
         if not isinstance(module, _SUPPORTED):
