@@ -38,6 +38,8 @@ def test_every_form_of_data_gives_the_same_examples():
     assert torch.equal(together.sort(0).values, X.sort(0).values)  # a partition of the examples
     train, held = batches.examples((X, y, X[:5], y[:5]))
     assert torch.equal(train.inputs, X) and torch.equal(held.targets, y[:5])
+    big = torch.zeros(batches.MAX_HELD_OUT + 7, 4), torch.zeros(batches.MAX_HELD_OUT + 7, dtype=torch.long)
+    assert len(batches.examples((X, y, *big))[1]) == batches.MAX_HELD_OUT  # a large test part: its first ones
 
 
 def test_dict_inputs_are_indexed_moved_and_passed_as_keywords():

@@ -16,7 +16,7 @@ from . import seeding
 from ._checks import check_model, check_positive_int, cross_entropy
 
 MAX_EXAMPLES = 20_000  # a Dataset or DataLoader is read up to this many examples
-MAX_HELD_OUT = 1000  # (X, y) and datasets give this many examples at most, a fifth at most, to the held-out set
+MAX_HELD_OUT = 1000  # held-out examples at most: a given test part's first ones, else a fifth of the data at most
 
 
 def tree_map(fn, tree, name="inputs"):
@@ -176,7 +176,7 @@ def examples(data, seed=0, max_examples=MAX_EXAMPLES):
     """(train, held_out) `Examples` from (X, y), (X, y, X_test, y_test), a Dataset or a DataLoader. Chapter 6.
 
     A Dataset or DataLoader is read into memory up to max_examples; without a test part, a seeded fifth of the
-    examples (at most MAX_HELD_OUT) is held out.
+    examples (at most MAX_HELD_OUT) is held out; a given test part is held out up to its first MAX_HELD_OUT.
     """
     max_examples = check_positive_int(max_examples, "max_examples")
     if isinstance(data, Dataset):
@@ -184,7 +184,7 @@ def examples(data, seed=0, max_examples=MAX_EXAMPLES):
     if isinstance(data, DataLoader):
         return _split(Examples(*_read_loader(data, max_examples)), seed)
     if isinstance(data, (tuple, list)) and len(data) == 4:
-        return Examples(data[0], data[1]), Examples(data[2], data[3])
+        return Examples(data[0], data[1]), Examples(*Examples(data[2], data[3]).take(slice(0, MAX_HELD_OUT)))
     if isinstance(data, (tuple, list)) and len(data) == 2:
         return _split(Examples(data[0], data[1]), seed)
     what = f"a {type(data).__name__} of {len(data)}" if isinstance(data, (tuple, list)) else type(data).__name__
