@@ -199,6 +199,13 @@ def test_verdict_rows_read_a_table(tmp_path):
     assert claims.verdict_rows(path) == [("F3", "holds with conditions"), ("A3", "does not hold")]
 
 
+def test_a_claims_file_that_is_not_yaml_is_named_in_the_error(tmp_path):
+    bad = tmp_path / "mine.yml"
+    bad.write_text("- id: L1\n  claim: [unclosed\n")
+    with pytest.raises(ValueError, match=r"mine.yml is not valid YAML: while parsing"):
+        claims.load_claims(bad)
+
+
 def test_load_claims_rejects_missing_duplicate_and_bad_entries(tmp_path, book_claims):
     import yaml
 

@@ -7,6 +7,7 @@ a time: otter-grader grades without Docker, one notebook execution per grading.
 import importlib.util
 import json
 import re
+import subprocess
 import sys
 import time
 import zipfile
@@ -59,7 +60,7 @@ def labs(tmp_path_factory):
 
     def run(name):
         start = time.perf_counter()
-        (e,) = coursework.build(out, ROOT / "coursework", names=[name], workers=1).values()
+        (e,) = coursework.build(out, ROOT / "coursework", names=[name], workers=1, overwrite=True).values()
         TIMES[f"{name}: otter assign (solutions checked)"] = time.perf_counter() - start
         start = time.perf_counter()
         blank = coursework.grade(e.student, e.autograder, debug=True)  # debug: a cell that raises fails
@@ -206,6 +207,24 @@ def test_find_assignments_rejects_a_missing_folder(tmp_path):
         coursework.find_assignments(tmp_path / "nowhere")
     with pytest.raises(ValueError, match="no master notebooks"):
         coursework.build(tmp_path / "out", folder=tmp_path)
+
+
+def test_build_refuses_a_folder_that_is_not_empty(tmp_path):
+    """Nothing is built over a reader's files unless asked (overwrite=True, --overwrite)."""
+    (tmp_path / "notes.txt").write_text("keep me")
+    with pytest.raises(ValueError, match="exists and is not empty: give an empty or new folder, or overwrite=True"):
+        coursework.build(tmp_path, ROOT / "coursework", names="01_gradient_variance")
+    out = subprocess.run([sys.executable, "-m", "batchsize.coursework", "build", str(tmp_path), "--no-run-tests"],
+                         capture_output=True, text=True, timeout=120, check=False)
+    assert out.returncode == 2 and out.stderr.startswith("error: out_dir") and "Traceback" not in out.stderr
+    assert (tmp_path / "notes.txt").read_text() == "keep me"
+
+
+def test_build_takes_a_string_as_one_lab(tmp_path):
+    with pytest.raises(ValueError, match=r"no lab named \['no_such_lab'\]"):  # not one name per character
+        coursework.build(tmp_path / "out", ROOT / "coursework", names="no_such_lab")
+    with pytest.raises(ValueError, match="workers must be an integer >= 1"):
+        coursework.build(tmp_path / "out", ROOT / "coursework", workers=0)
 
 
 def test_import_batchsize_does_not_import_otter():

@@ -273,6 +273,49 @@ def test_bad_data_raises(X, y, error, match):
             fn(model, X, y)
 
 
+def test_gradient_stats_and_labels_out_of_range_raise():
+    """One example has no covariance (B_simple would be a rounding error, also negative); labels beyond the model's
+    classes are a ValueError that says so, not cross-entropy's IndexError."""
+    model, (X, y) = make_mlp(), data((40,))
+    with pytest.raises(ValueError, match="gradient_stats needs at least 2 examples"):
+        grads.gradient_stats(model, X[:1], y[:1])
+    for fn in (grads.per_example_sq_norms, grads.mean_gradient, grads.gradient_stats):
+        with pytest.raises(ValueError, match="class labels must lie in 0..9"):
+            fn(model, X, y + 100)
+
+
+def test_dropout_in_training_mode_is_refused_by_the_per_example_statistics():
+    """Dropout in training mode would make the statistics a random draw that changes from call to call."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(40, 16), nn.ReLU(), nn.Dropout(0.5), nn.Linear(16, 10)).double()
+    X, y = data((40,))
+    for fn in (grads.per_example_sq_norms, grads.gradient_gram, grads.gradient_stats):
+        with pytest.raises(ValueError, match="2 is dropout in training mode: per-example statistics would change"):
+            fn(model, X, y)
+    model.eval()
+    assert grads.gradient_stats(model, X, y).b_simple == grads.gradient_stats(model, X, y).b_simple
+
+
+def test_noise_estimate_brackets_the_two_batch_formula_and_pools():
+    """On draws with a known |G|^2 = 1 and tr(Sigma) = 64 (|g_B|^2 = 1 + 64 / B exactly, plus noise), the estimate
+    is the two-batch formula on the means, inside its interval; pooling two halves gives the estimate of all."""
+    rng = np.random.default_rng(0)
+    small = (1 + 64 / 4) * rng.gamma(50, 1 / 50, 400)  # (400,) mean 1 + 64/4, 14 % noise per draw
+    big = (1 + 64 / 64) * rng.gamma(50, 1 / 50, 400)
+    est = grads.noise_estimate(small, big, 4, 64)
+    g2, tr = grads.two_batch_estimates(small.mean(), big.mean(), 4, 64)
+    assert est.b_simple == pytest.approx(tr / g2) and est.low < est.b_simple < est.high
+    assert est.low < 64 < est.high and est.within(1.5)
+    halves = [grads.noise_estimate(small[i::2], big[i::2], 4, 64) for i in (0, 1)]
+    assert grads.pooled_noise_estimate(halves).b_simple == pytest.approx(
+        grads.noise_estimate(np.r_[small[0::2], small[1::2]], np.r_[big[0::2], big[1::2]], 4, 64).b_simple)
+    assert not grads.noise_estimate(small[:3], big[:3] * 0 + 20, 4, 64).within(2)  # |G|^2 < 0: B = inf
+    with pytest.raises(ValueError, match="at least 2 draws"):
+        grads.noise_estimate([1.0], [1.0], 4, 64)
+    with pytest.raises(ValueError, match="share their two batch sizes"):
+        grads.pooled_noise_estimate([est, grads.noise_estimate(small, big, 8, 64)])
+
+
 def test_loss_fn_must_return_per_example_losses():
     model, (X, y) = make_mlp(), data((40,))
     with pytest.raises(ValueError, match=r"one loss per example, shape \(24,\).*reduction='none'"):

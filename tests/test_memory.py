@@ -217,8 +217,10 @@ def test_finder_counts_the_cpu_allocator_error_as_out_of_memory_and_propagates_o
 
 
 def test_finder_raises_when_nothing_fits_and_rejects_bad_arguments():
-    with pytest.raises(RuntimeError, match="batch_size 1"):
+    with pytest.raises(RuntimeError, match="not even batch_size 1 fits"):
         memory.find_batch_size(SimulatedDevice(budget=10).step, 100)
+    with pytest.raises(RuntimeError, match="not even batch_size 2 fits"):  # the first size tried is named
+        memory.find_batch_size(SimulatedDevice(budget=10).step, 100, start=2)
     with pytest.raises(ValueError, match="max_batch_size"):
         memory.find_batch_size(SimulatedDevice(budget=10).step, 0)
     with pytest.raises(ValueError, match="margin"):

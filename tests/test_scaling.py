@@ -54,6 +54,18 @@ def test_fit_recovers_known_critical_batch_exactly_without_noise(b_crit, s_min):
     np.testing.assert_allclose((S / fit.s_min - 1) * (B * S / fit.e_min - 1), 1, rtol=1e-9)
 
 
+def test_fit_flags_what_it_dropped_an_edge_and_steps_that_grow_with_b():
+    """A fit that is no measurement says so: good data give a trustworthy fit; NaN or inf steps are counted; steps
+    that grow with B push B_crit to the edge of its grid, and both flags are set."""
+    B = 2.0 ** np.arange(8)
+    good = fit_critical_batch(B, 100 * (1 + 8 / B))
+    assert good.trustworthy and good.num_dropped == 0 and not good.at_grid_edge and not good.steps_grow
+    dropped = fit_critical_batch(B, np.r_[100 * (1 + 8 / B[:6]), np.nan, np.inf])
+    assert dropped.num_dropped == 2 and dropped.b_crit == pytest.approx(8, rel=1e-6) and dropped.trustworthy
+    growing = fit_critical_batch(B, 10 * B ** 0.5)
+    assert growing.steps_grow and growing.at_grid_edge and not growing.trustworthy
+
+
 def test_fit_with_multiplicative_noise_is_within_its_bootstrap_spread():
     rng = np.random.default_rng(0)
     B = 2.0 ** np.arange(13)

@@ -198,6 +198,8 @@ def test_steps_reject_bad_arguments_with_clear_errors(fn):
         fn(model, X, y, num_micro_batches=5)
     with pytest.raises(TypeError, match="loss_fn must be None or a callable"):
         fn(model, X, y, loss_fn="cross_entropy")
+    with pytest.raises(ValueError, match="class labels must lie in 0..9 for the model's 10 outputs"):
+        fn(model, X, y - 20)
     with pytest.raises(TypeError, match="before_micro_batch must be None or a callable"):
         fn(model, X, y, before_micro_batch=1)
 

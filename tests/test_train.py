@@ -840,6 +840,23 @@ def test_bad_clip_norm_raises(small_data, clip_norm):
         train_many(MLP, small_data, [0.1], [0], replace(SHORT, batch_size=4, num_steps=2, clip_norm=clip_norm))
 
 
+def test_data_of_the_wrong_form_dtype_or_labels_raise_clearly(small_data):
+    """Checked before training: data not (X_train, y_train, X_test, y_test), float64 inputs for a float32 model,
+    and labels outside the model's classes (a raw IndexError of cross-entropy before)."""
+    X, y, X_test, y_test = small_data
+    cfg = replace(SHORT, batch_size=4, num_steps=2, eval_every=1)
+    for run in (lambda d: train(MLP(), d, cfg), lambda d: train_many(MLP, d, [0.1], [0], cfg)):
+        with pytest.raises(TypeError, match=r"data must be a tuple \(X_train, y_train, X_test, y_test\).*a tuple of 2"):
+            run((X, y))
+        with pytest.raises(TypeError, match="data must be a tuple .* got Tensor"):
+            run(X)
+        with pytest.raises(TypeError, match="X has dtype torch.float64 but the model's parameters are torch.float32"):
+            run((X.double(), y, X_test.double(), y_test))
+        with pytest.raises(ValueError, match=r"class labels must lie in 0..9 for the model's 10 outputs, got labels "
+                                             r"from 1\d to 1\d"):
+            run((X, y + 10, X_test, y_test + 10))
+
+
 def test_evaluate_gives_the_logged_evaluation_and_recall_counts_each_class(data):
     X_test, y_test = data[2:]
     hist = train_many(MLP, data, [0.05, 0.2], [0, 1], replace(SHORT, num_steps=30, eval_every=30))

@@ -11,7 +11,8 @@ batch size, sharpness), steps (one training step of a model: flat gradients, mic
 any torch.optim optimizer), hardware (devices, timing, throughput, FLOPs and provenance), memory (bytes against
 the batch size, the largest batch that fits), parallel (gradient accumulation against the full batch, and its
 traps), plots (book style), widgets (interactive figures), claims (the web texts' claims and the book's verdicts),
-advise (a measured batch-size recommendation for a reader's own model); ddp (DistributedDataParallel against one
+advise (a measured batch-size recommendation for a reader's own model), batches (a reader's data as examples:
+tensors, a Dataset or a DataLoader, inputs as token ids, dicts or tuples); ddp (DistributedDataParallel against one
 process, the check that torchrun runs), coursework (the graded labs, built with otter-grader) and robustness (the
 notebooks run in a matrix of simulated CPUs, seeds, threads and load) are imported on their own.
 
@@ -22,9 +23,9 @@ behind the widgets, `widgets.plot_sgd_paths` and `widgets.plot_nqm`). Every timi
 `hardware.time_fn` (`hardware.time_interleaved` calls it round by round); `hardware.time_epoch` times one pass of
 an input pipeline, with the wait for its first batch.
 """
-from . import (advise, claims, data, grads, hardware, language, memory, models, parallel, plots, prose, scaling,
-               seeding, sim, stacked_mlp, steps, train, tune, widgets)
+from . import (advise, batches, claims, data, grads, hardware, language, memory, models, parallel, plots, prose,
+               scaling, seeding, sim, stacked_mlp, steps, train, tune, widgets)
 
-__all__ = ["advise", "claims", "data", "grads", "hardware", "language", "memory", "models", "parallel", "plots",
-           "prose", "scaling", "seeding", "sim", "stacked_mlp", "steps", "train", "tune", "widgets"]
+__all__ = ["advise", "batches", "claims", "data", "grads", "hardware", "language", "memory", "models", "parallel",
+           "plots", "prose", "scaling", "seeding", "sim", "stacked_mlp", "steps", "train", "tune", "widgets"]
 __version__ = "0.1.0"

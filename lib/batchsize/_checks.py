@@ -67,10 +67,40 @@ def check_data(X, y, floating=True):
     return len(X)
 
 
-def check_batch_size(batch_size, num_examples):
+def check_batch_size(batch_size, num_examples, name="batch_size"):
     """Raise unless 1 <= batch_size <= num_examples."""
-    check_positive_int(batch_size, "batch_size")
+    check_positive_int(batch_size, name)
     if batch_size > num_examples:
-        raise ValueError(f"batch_size must be between 1 and the number of examples ({num_examples}), "
+        raise ValueError(f"{name} must be between 1 and the number of examples ({num_examples}), "
                          f"got {batch_size}")
     return int(batch_size)
+
+
+def check_data4(data):
+    """Raise unless data is a tuple or list (X_train, y_train, X_test, y_test); returns it as a tuple."""
+    if not isinstance(data, (tuple, list)) or len(data) != 4:
+        what = f"a {type(data).__name__} of {len(data)}" if isinstance(data, (tuple, list)) else type(data).__name__
+        raise TypeError(f"data must be a tuple (X_train, y_train, X_test, y_test) of tensors, e.g. "
+                        f"data.load_mnist1d(), got {what}")
+    return tuple(data)
+
+
+def check_same_dtype(X, model, name="X"):
+    """Raise unless floating-point X has the dtype of the model's floating parameters (integer X: token ids)."""
+    if not isinstance(X, torch.Tensor) or not isinstance(model, torch.nn.Module):
+        return  # the checks of the data and the model say what is wrong
+    dtypes = {p.dtype for p in model.parameters() if torch.is_floating_point(p)}
+    if torch.is_floating_point(X) and dtypes and X.dtype not in dtypes:
+        raise TypeError(f"{name} has dtype {X.dtype} but the model's parameters are {', '.join(map(str, dtypes))}: "
+                        f"convert one to the other (e.g. X.float(), or model.double() in make_model)")
+
+
+def cross_entropy(logits, y, **kwargs):
+    """F.cross_entropy, with labels outside 0..num_classes-1 a ValueError that says so (a CPU IndexError else)."""
+    try:
+        return torch.nn.functional.cross_entropy(logits, y, **kwargs)
+    except IndexError as error:
+        num_classes = logits.shape[-1] if logits.dim() == 2 else logits.shape[1]
+        raise ValueError(f"class labels must lie in 0..{num_classes - 1} for the model's {num_classes} outputs, got "
+                         f"labels from {int(y.min())} to {int(y.max())}") from error
+

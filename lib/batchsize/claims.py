@@ -55,6 +55,16 @@ def normalise_verdict(text):
                      f"that names a claim tested on another page")
 
 
+def load_yaml(path):
+    """The parsed YAML file at path; a ValueError naming the file when it is not valid YAML."""
+    import yaml
+
+    try:
+        return yaml.safe_load(Path(path).read_text(encoding="utf8"))
+    except yaml.YAMLError as error:
+        raise ValueError(f"{path} is not valid YAML: {' '.join(str(error).split())}") from error
+
+
 def load_claims(path=None):
     """The claims of claims.yml as a list of dicts, checked. Introduced in chapter 5 (the claims, tested).
 
@@ -62,17 +72,15 @@ def load_claims(path=None):
     chapters it is `tested_in` (the first is linked) and a `number` measured there (a glue role); an
     untestable claim says instead, in `settle`, which experiment would settle it.
     """
-    import yaml
-
     path = Path(default_path() if path is None else path)
     if not path.is_file():
         raise ValueError(f"no claims file at {path}: the book's verdicts are in lib/batchsize/claims.yml")
-    claims = yaml.safe_load(path.read_text(encoding="utf8"))
+    claims = load_yaml(path)
     if not isinstance(claims, list):
         raise ValueError(f"{path.name} must hold a list of claims, got {type(claims).__name__}")
     for claim in claims:
         if not isinstance(claim, dict) or "id" not in claim:
-            raise ValueError(f"every claim must be a mapping with an id, got {claim!r}")
+            raise ValueError(f"every claim in {path.name} must be a mapping with an id, got {claim!r}")
         where = f"claim {claim['id']!r} in {path.name}"
         if claim["id"] not in CLAIM_IDS:
             raise ValueError(f"{where}: unknown id; ids are {CLAIM_IDS[0]}-L5, F1-F18 and A1-{CLAIM_IDS[-1]}")

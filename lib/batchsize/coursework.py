@@ -145,13 +145,24 @@ def _build_one(master, out_dir, run_tests):
     return Edition(name, student, inst / f"{name}.ipynb", inst / f"{name}-autograder.zip", rubric, seconds)
 
 
-def build(out_dir, folder=None, run_tests=True, workers=2, names=None):
+def build(out_dir, folder=None, run_tests=True, workers=2, names=None, overwrite=False):
     """Build the student and instructor editions of every lab into out_dir; returns {name: Edition}.
 
     Introduced with the coursework kit (see the page "For instructors"). With run_tests (the default),
     `otter assign` runs every test against the solutions and the build fails if one does not pass. Labs are
-    built `workers` at a time, each in its own process; `names` picks some labs (default: all).
+    built `workers` at a time, each in its own process; `names` picks some labs (default: all; a string is one
+    lab). An out_dir that exists and is not empty is refused unless overwrite=True.
     """
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"out_dir {str(out)!r} is a file, not a folder")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise ValueError(f"out_dir {str(out)!r} exists and is not empty: give an empty or new folder, or "
+                         f"overwrite=True (--overwrite) to build over it")
+    if isinstance(names, str):
+        names = [names]
+    if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
+        raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
     masters = find_assignments(folder)
     if names is not None:
         unknown = set(names) - {m.stem for m in masters}
@@ -162,7 +173,7 @@ def build(out_dir, folder=None, run_tests=True, workers=2, names=None):
         raise ValueError(f"no master notebooks (*.ipynb) found in {folder or SOURCE}")
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
-    with ThreadPoolExecutor(max(1, int(workers))) as pool:  # threads only wait on child processes
+    with ThreadPoolExecutor(workers) as pool:  # threads only wait on child processes
         editions = list(pool.map(lambda m: _build_one(m, out_dir, run_tests), masters))
     return {e.name: e for e in editions}
 
@@ -218,8 +229,13 @@ def main(argv=None):
     b.add_argument("dir", help="output folder")
     b.add_argument("--source", default=None, help="folder of master notebooks (default: coursework/)")
     b.add_argument("--no-run-tests", action="store_true", help="skip checking the solutions against the tests")
+    b.add_argument("--overwrite", action="store_true", help="build into DIR even if it is not empty")
     args = parser.parse_args(argv)
-    editions = build(args.dir, args.source, run_tests=not args.no_run_tests)
+    try:
+        editions = build(args.dir, args.source, run_tests=not args.no_run_tests, overwrite=args.overwrite)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     for e in editions.values():
         print(f"{e.name}: {e.student}  |  {e.solutions.parent}/  ({e.seconds:.1f} s)")
     return 0

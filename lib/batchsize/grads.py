@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import seeding
-from ._checks import as_positive_array, check_data, check_model, check_positive_int
+from ._checks import as_positive_array, check_data, check_model, check_positive_int, cross_entropy
 from .steps import flatten_grads, trainable_parameters
 
 _SUPPORTED = (nn.Linear, nn.Conv1d)
@@ -33,7 +33,7 @@ _SUPPORTED_NAMES = "nn.Linear and nn.Conv1d (parameter-free modules such as ReLU
 def _per_example_losses(output, y, loss_fn):
     """Per-example losses, shape (N,), checked."""
     if loss_fn is None:
-        losses = F.cross_entropy(output, y, reduction="none")
+        losses = cross_entropy(output, y, reduction="none")
     else:
         losses = loss_fn(output, y)
     if not isinstance(losses, torch.Tensor) or tuple(losses.shape) != (len(y),):
@@ -54,6 +54,10 @@ def _hooked_modules(model):
                             f"{type(module).__name__}): it normalises each example with statistics of the whole "
                             f"batch, so one example's loss depends on the others; remove it, or put it in eval mode "
                             f"with frozen affine parameters")
+        if isinstance(module, nn.modules.dropout._DropoutNd) and module.training and module.p > 0:
+            raise ValueError(f"{name or 'model'} is dropout in training mode: per-example statistics would change "
+                             f"from call to call; call model.eval() for the statistics without dropout, or use "
+                             f"advise.advise, which samples dropout afresh for every example")
         if not trainable:
             continue
         if not isinstance(module, _SUPPORTED):
@@ -246,6 +250,9 @@ def gradient_stats(model, X, y, loss_fn=None):
     Same result as per_example_sq_norms and mean_gradient, sharing their single forward and backward pass.
     """
     N = check_data(X, y, floating=False)
+    if N < 2:
+        raise ValueError("gradient_stats needs at least 2 examples: with one, tr(Sigma) is 0 and B_simple is not "
+                         "defined (rounding makes it any small number, also negative)")
     modules = _hooked_modules(model)
     params = trainable_parameters(model)
     layers, grads = _hooked_pass(model, X, y, loss_fn, modules, params)
@@ -378,3 +385,103 @@ def gradient_snr(grad_sq_norm, trace_cov, batch_size):
         raise ValueError(f"batch_size must be > 0, got {batch_size}")
     out = np.asarray(grad_sq_norm, dtype=float) * B / np.asarray(trace_cov, dtype=float)
     return out if np.ndim(out) else float(out)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the noise scale of any model, with its uncertainty (chapter 6's advisor)
+
+
+def batch_sq_norms_func(model, inputs, targets, loss_fn=None):
+    """(mean_i |g_i|^2, |mean_i g_i|^2) of one batch from per-example gradients by torch.func. Chapter 6.
+
+    Any model torch.func can differentiate and vmap (not nn.LSTM; not batch norm in training mode); inputs and
+    targets as in `batches` (tensors, dicts or tuples); loss_fn(output, target) returns a batch's mean loss
+    (default cross-entropy). Dropout is sampled independently for every example (randomness="different").
+    """
+    from torch.func import functional_call, grad, vmap
+
+    from .batches import mean_loss, tree_map
+
+    params = {k: p.detach() for k, p in model.named_parameters() if p.requires_grad}
+    buffers = dict(model.named_buffers())
+
+    def loss_one(p, x, t):  # the loss of one example, as a batch of one
+        x, t = tree_map(lambda a: a.unsqueeze(0), x), tree_map(lambda a: a.unsqueeze(0), t, "targets")
+        args, kwargs = ((), x) if isinstance(x, dict) else (tuple(x), {}) if isinstance(x, (tuple, list)) else \
+            ((x,), {})
+        return mean_loss(functional_call(model, (p, buffers), args, kwargs), t, loss_fn)
+
+    with torch.enable_grad():
+        g = vmap(grad(loss_one), in_dims=(None, 0, 0), randomness="different")(params, inputs, targets)
+    flat = torch.cat([v.reshape(v.shape[0], -1) for v in g.values()], 1).double()  # (batch_size, num_params)
+    return float(flat.square().sum(1).mean()), float(flat.mean(0).square().sum())
+
+
+def batch_sq_norm(model, inputs, targets, loss_fn=None):
+    """|g_B|^2, the squared norm of the batch's mean-loss gradient, by autograd (any model). Chapter 6."""
+    from .batches import call_model, mean_loss
+
+    params = trainable_parameters(model)
+    with torch.enable_grad():
+        loss = mean_loss(call_model(model, inputs), targets, loss_fn)
+        g = torch.autograd.grad(loss, params, allow_unused=True)
+    return float(flatten_grads(g, params).double().square().sum())
+
+
+def _b_simple_of(sq_small, sq_big, b_small, b_big):
+    """B_simple from mean |g_B|^2 at two batch sizes, elementwise: inf where |G|^2 <= 0, 0 where tr(Sigma) <= 0."""
+    grad_sq_norm, trace_cov = two_batch_estimates(sq_small, sq_big, b_small, b_big)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(grad_sq_norm > 0, np.maximum(trace_cov, 0) / grad_sq_norm, np.inf)
+
+
+@dataclass
+class NoiseEstimate:
+    """B_simple from paired draws of |g_B|^2 at two batch sizes, with a bootstrap interval. Chapter 6."""
+
+    b_simple: float  # from the means over all draws; inf if |G|^2 was not resolved above 0
+    low: float  # the 95 % bootstrap interval over the draws
+    high: float
+    num_draws: int
+    samples: np.ndarray  # (num_resamples,) B_simple of each bootstrap resample of the draws
+    sq_small: np.ndarray  # (num_draws,) the draws of |g_B|^2 at b_small
+    sq_big: np.ndarray  # (num_draws,) and at b_big
+    b_small: int
+    b_big: int
+
+    def within(self, factor):
+        """Whether the interval lies within a factor of the estimate on both sides."""
+        return bool(0 < self.b_simple < np.inf and self.high <= factor * self.b_simple
+                    and self.low >= self.b_simple / factor)
+
+
+def noise_estimate(sq_small, sq_big, b_small, b_big, num_resamples=400, seed=0):
+    """B_simple and its 95 % bootstrap interval from draws of |g_B|^2 at b_small and b_big. Chapter 6.
+
+    sq_small[d], sq_big[d] are the squared norms of draw d (`batch_sq_norm`, or `batch_sq_norms_func`, whose
+    mean_i |g_i|^2 is the draw at batch size 1); resampling the draws with replacement gives the interval.
+    """
+    sq_small, sq_big = np.asarray(sq_small, dtype=float), np.asarray(sq_big, dtype=float)
+    if sq_small.ndim != 1 or sq_small.shape != sq_big.shape or sq_small.size < 2:
+        raise ValueError(f"sq_small and sq_big must be 1-D, of the same length, with at least 2 draws, got shapes "
+                         f"{sq_small.shape} and {sq_big.shape}")
+    b_small, b_big = check_positive_int(b_small, "b_small"), check_positive_int(b_big, "b_big")
+    if b_small >= b_big:
+        raise ValueError(f"need b_small < b_big, got b_small={b_small}, b_big={b_big}")
+    idx = seeding.default_rng(seed).integers(len(sq_small), size=(check_positive_int(num_resamples, "num_resamples"),
+                                                                    len(sq_small)))  # (num_resamples, num_draws)
+    samples = _b_simple_of(sq_small[idx].mean(1), sq_big[idx].mean(1), b_small, b_big)
+    low, high = np.percentile(samples, [2.5, 97.5], method="nearest")  # no interpolation between infinities
+    return NoiseEstimate(float(_b_simple_of(sq_small.mean(), sq_big.mean(), b_small, b_big)), float(low), float(high),
+                         len(sq_small), samples, sq_small, sq_big, b_small, b_big)
+
+
+def pooled_noise_estimate(estimates, num_resamples=400, seed=0):
+    """One NoiseEstimate from the draws of several, at the same two batch sizes, pooled. Chapter 6."""
+    if not estimates or not all(isinstance(e, NoiseEstimate) for e in estimates):
+        raise TypeError("estimates must be a non-empty sequence of grads.NoiseEstimate")
+    sizes = {(e.b_small, e.b_big) for e in estimates}
+    if len(sizes) != 1:
+        raise ValueError(f"the estimates must share their two batch sizes, got {sorted(sizes)}")
+    return noise_estimate(np.concatenate([e.sq_small for e in estimates]), np.concatenate([e.sq_big for e in estimates]),
+                          *sizes.pop(), num_resamples=num_resamples, seed=seed)

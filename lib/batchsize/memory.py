@@ -13,9 +13,8 @@ import numbers
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 
-from ._checks import check_batch_size, check_data, check_model, check_positive_int
+from ._checks import check_batch_size, check_data, check_model, check_positive_int, cross_entropy
 from .steps import training_step  # the step whose peak is measured; chapter 4 calls it as memory.training_step
 
 OPTIMIZERS = ("sgd", "momentum", "adam")
@@ -49,7 +48,7 @@ def activation_bytes(model, X, y, loss_fn=None):
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), torch.enable_grad():
         out = model(X)
-        loss = F.cross_entropy(out, y) if loss_fn is None else loss_fn(out, y)
+        loss = cross_entropy(out, y) if loss_fn is None else loss_fn(out, y)
     del out, loss
     return int(sum(seen.values()))
 
@@ -256,7 +255,7 @@ def find_batch_size(try_step, max_batch_size, start=1, margin=0.1):
         else:
             bad = mid
     if good == 0:
-        raise RuntimeError(f"not even batch_size 1 fits in memory (tries: {tries})")
+        raise RuntimeError(f"not even batch_size {tries[0][0]} fits in memory (tries: {tries})")
     return FinderResult(max(1, math.floor(good * (1 - margin))), good, bad, float(margin), tries)
 
 

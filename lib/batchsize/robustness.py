@@ -306,14 +306,14 @@ def run_notebook(path, env, timeout=1800):
 
 def toc_notebooks(toc=REPO / "_toc.yml"):
     """The .ipynb files of the table of contents, in its order (later chapters load earlier ones' cached runs)."""
-    import yaml
+    from .claims import load_yaml
 
     def files(node):
         if isinstance(node, dict):
             return [f for k, v in node.items() for f in ([v] if k in ("root", "file") else files(v))]
         return [f for item in node for f in files(item)] if isinstance(node, list) else []
     paths = [Path(toc).parent / (f if f.endswith(".ipynb") else f + ".ipynb")
-             for f in files(yaml.safe_load(Path(toc).read_text(encoding="utf8")))]
+             for f in files(load_yaml(toc))]
     return [p for p in paths if p.is_file()]
 
 

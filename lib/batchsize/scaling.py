@@ -377,6 +377,14 @@ class CriticalFit:
     s_min: float  # fewest steps, reached as B -> infinity
     b_crit: float  # critical batch size
     rms_log_residual: float  # root-mean-square of log(S / fit)
+    num_dropped: int = 0  # batch sizes whose steps were not finite (never reached), left out of the fit
+    at_grid_edge: bool = False  # B_crit at an end of the searched range: the data do not pin it down
+    steps_grow: bool = False  # the steps grow with B (least-squares slope of log S on log B > 0): no S(B) fits
+
+    @property
+    def trustworthy(self):
+        """Whether the fit is a measurement: B_crit inside its range and the steps not growing with B."""
+        return not (self.at_grid_edge or self.steps_grow)
 
     @property
     def e_min(self):
@@ -392,7 +400,9 @@ def fit_critical_batch(batch_sizes, steps):
     """Least-squares fit of log S = log S_min + log(1 + B_crit / B). Introduced in chapter 2.
 
     For each B_crit the best S_min is closed-form (the mean log residual); B_crit is found by a fine log grid and
-    refined with scipy's bounded scalar minimiser. Batch sizes whose steps are inf (never reached) are dropped.
+    refined with scipy's bounded scalar minimiser. Batch sizes whose steps are inf or NaN (never reached) are dropped
+    and counted in `num_dropped`; a B_crit at an end of the grid (`at_grid_edge`) or steps that grow with B
+    (`steps_grow`) are flagged: the fit is then no measurement (`CriticalFit.trustworthy`).
     """
     batch_sizes = as_positive_array(batch_sizes, "batch_sizes")
     steps = np.asarray(steps, dtype=float)
@@ -420,7 +430,10 @@ def fit_critical_batch(batch_sizes, steps):
                           method="bounded", options={"xatol": 1e-10})
     log_bc = float(res.x) if res.fun <= loss(grid[k])[0] else float(grid[k])
     sse, log_smin = loss(log_bc)
-    return CriticalFit(float(np.exp(log_smin)), float(np.exp(log_bc)), float(np.sqrt(sse / len(B))))
+    at_edge = k in (0, len(grid) - 1)
+    steps_grow = bool(np.polyfit(np.log(B), log_s, 1)[0] > 0)
+    return CriticalFit(float(np.exp(log_smin)), float(np.exp(log_bc)), float(np.sqrt(sse / len(B))),
+                       int((~keep).sum()), at_edge, steps_grow)
 
 
 def bootstrap_critical_batch(batch_sizes, steps, num_boot=1000, seed=0):

@@ -10,9 +10,8 @@ are another loop: they update the stacked parameters of many models through torc
 import contextlib
 
 import torch
-import torch.nn.functional as F
 
-from ._checks import check_data, check_model, check_positive_int
+from ._checks import check_data, check_model, check_positive_int, cross_entropy
 
 
 def trainable_parameters(model):
@@ -69,7 +68,7 @@ def _accumulate(model, X, y, num_micro_batches, loss_fn, before_micro_batch, aut
         Xb, yb = (X, y) if len(slices) == 1 else (X[rows], y[rows])  # no views to make in a step that is timed
         with autocast(X.device, autocast_dtype):
             out = model(Xb)
-            loss = F.cross_entropy(out, yb) if loss_fn is None else loss_fn(out, yb)
+            loss = cross_entropy(out, yb) if loss_fn is None else loss_fn(out, yb)
         share = (rows.stop - rows.start) / num_examples
         (loss * share).backward()  # also for share 1.0: chapter 4's peaks count this scalar
         if read_loss:

@@ -32,12 +32,12 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.func import functional_call, stack_module_state
 from tqdm.auto import tqdm
 
 from . import seeding, stacked_mlp, tune
-from ._checks import check_batch_size, check_data, check_positive_float, check_positive_int
+from ._checks import (check_batch_size, check_data, check_data4, check_positive_float, check_positive_int,
+                      check_same_dtype, cross_entropy)
 
 
 @dataclass
@@ -283,7 +283,7 @@ def _cross_entropy(logits, y):
     ...) or (n, ...) for every run."""
     _check_targets(logits, y)
     y = y.expand(logits.shape[:-1])
-    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), reduction="none")
+    loss = cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), reduction="none")
     return loss.view(len(logits), -1).mean(1)
 
 
@@ -640,6 +640,7 @@ def train(model, data, cfg=TrainConfig(), callback=None):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if not isinstance(cfg, TrainConfig):
         raise TypeError(f"cfg must be a TrainConfig, got {type(cfg).__name__}")
+    check_same_dtype(check_data4(data)[0], model)
     params = {k: v.detach().clone()[None] for k, v in model.named_parameters()}
 
     def load(step, stacked):
@@ -680,6 +681,7 @@ def train_many(make_model, data, lrs, seeds=(0,), cfg=TrainConfig(), lr_schedule
     y_test the next tokens (N, T); a batch is cfg.batch_size sequences, cfg.batch_size x T tokens, and the losses
     and accuracies are per token.
     """
+    data = check_data4(data)
     lrs, seeds = list(np.atleast_1d(lrs).astype(float)), [int(s) for s in np.atleast_1d(seeds)]
     if not lrs or not seeds:
         raise ValueError("lrs and seeds must each hold at least one value")
@@ -700,6 +702,7 @@ def train_many(make_model, data, lrs, seeds=(0,), cfg=TrainConfig(), lr_schedule
         for seed in seeds:
             seeding.manual_seed(seed)
             models.append(make_model())
+    check_same_dtype(data[0], models[0])
     params, _ = stack_module_state(models)
     params = {k: v.detach() for k, v in params.items()}
     run_lrs = [lr for lr in lrs for _ in seeds]
