@@ -156,7 +156,7 @@ class Advice:
 
     @property
     def b_simple_interval(self):
-        """(num_points, 2): the 95 % bootstrap interval of B_simple at each point."""
+        """The 95 % bootstrap interval of B_simple at each point, an array (num_points, 2)."""
         return np.array([(e.low, e.high) for e in self.noise_estimates])
 
     @property
@@ -809,8 +809,8 @@ def advise(model, data, loss_fn=None, time_budget_s=30.0, ref_batch_size=32, lr=
     model : any torch.nn.Module, or a callable returning a fresh one (e.g. `models.MLP`); trained with SGD. Its
         device and dtype are the advisor's (device overrides the device).
     data : (X, y), (X, y, X_test, y_test), a Dataset of (input, target) pairs or a DataLoader of (inputs, targets)
-        batches (`batches.examples`); inputs may be tensors (token ids too), dicts (model(**inputs)) or tuples
-        (model(*inputs)). The held-out part (a seeded fifth, at most 1000, if none is given) scores the probe.
+        batches (`batches.examples`); inputs may be tensors (token ids too), dicts (``model(**inputs)``) or tuples
+        (``model(*inputs)``). The held-out part (a seeded fifth, at most 1000, if none is given) scores the probe.
     loss_fn : loss_fn(output, target) -> the batch's mean loss, for models whose output is not a tensor of logits
         (a dict, a tuple) or targets that are not class labels; default: cross-entropy over the last dimension.
     ref_batch_size : batch size of the learning-rate probe and the short training run (capped by what fits).

@@ -2,8 +2,8 @@
 
 `examples(data)` turns (X, y), (X, y, X_test, y_test), a `torch.utils.data.Dataset` of (input, target) pairs or a
 `DataLoader` of (inputs, targets) batches into two `Examples`, a training and a held-out set, held in memory and
-indexable by example. An input may be a tensor, a dict of tensors (the model is called as model(**inputs)) or a
-tuple of tensors (model(*inputs)); integer inputs (token ids) stay integers, floating ones take the model's dtype.
+indexable by example. An input may be a tensor, a dict of tensors (the model is called as ``model(**inputs)``) or a
+tuple of tensors (``model(*inputs)``); integer inputs (token ids) stay integers, floating ones take the model's dtype.
 `mean_loss` is the loss of a batch: `loss_fn(output, target)` if given, else the mean cross-entropy over every
 position (a classifier's (B, C) logits or a language model's (B, T, V)).
 """
@@ -75,7 +75,7 @@ class Examples:
 
 
 def call_model(model, inputs):
-    """model(inputs), model(**inputs) for a dict, model(*inputs) for a tuple or list."""
+    """``model(inputs)``, ``model(**inputs)`` for a dict, ``model(*inputs)`` for a tuple or list."""
     if isinstance(inputs, dict):
         return model(**inputs)
     if isinstance(inputs, (tuple, list)):

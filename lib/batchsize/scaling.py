@@ -383,7 +383,7 @@ class CriticalFit:
 
     @property
     def trustworthy(self):
-        """Whether the fit is a measurement: B_crit inside its range and the steps not growing with B."""
+        """True when the fit is a measurement, with B_crit inside its range and the steps not growing with B."""
         return not (self.at_grid_edge or self.steps_grow)
 
     @property
