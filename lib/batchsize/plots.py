@@ -65,7 +65,7 @@ def plot_estimates(ax, x, estimate, lo, hi, fmt="o-", color=None, label=None, **
     need not contain the fit on all the data, and matplotlib's `errorbar` refuses the negative lengths that would give.
     """
     x, estimate, lo, hi = (np.asarray(a, dtype=float) for a in (x, estimate, lo, hi))
-    if not x.ndim == 1 or any(a.shape != x.shape for a in (estimate, lo, hi)):
+    if x.ndim != 1 or any(a.shape != x.shape for a in (estimate, lo, hi)):
         raise ValueError(f"x, estimate, lo and hi must be 1-d arrays of one shape, got shapes "
                          f"{x.shape}, {estimate.shape}, {lo.shape} and {hi.shape}")
     if np.any(lo > hi):
