@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from batchsize import hardware
 from batchsize.data import load_mnist1d
 from batchsize.models import MLP
 from batchsize.train import History, TrainConfig, _batch_order, train, train_many
@@ -581,6 +582,23 @@ def test_sweep_rows_equal_train_many_per_batch_size(data):
         np.testing.assert_allclose(res.test_acc[i], ref.test_acc[:, -1].reshape(3, 2), equal_nan=True)
         np.testing.assert_array_equal(res.diverged[i], ref.diverged.reshape(3, 2))
     assert res.diverged[:, 2].all() and not res.diverged[:, :2].any()  # lr 50 blows up, the others do not
+
+
+def test_sweep_runs_large_batches_on_the_threads_asked_and_restores_the_count(data, monkeypatch):
+    from batchsize import train
+    seen, real = [], train.train_many
+
+    def spy(*args, **kwargs):
+        seen.append((args[4].batch_size, torch.get_num_threads()))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train, "train_many", spy)
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    with hardware.num_threads(1):
+        train.sweep(MLP, data, [16, 256], [0.1], seeds=[0], cfg=replace(SHORT, num_steps=2), threads=2)
+        assert seen == [(16, 1), (256, 2)] and torch.get_num_threads() == 1
+    with pytest.raises(ValueError, match="threads"):
+        train.sweep(MLP, data, [16], [0.1], cfg=replace(SHORT, num_steps=2), threads=0)
 
 
 def test_sweep_epoch_budget_gives_epochs_times_steps_per_epoch(data):

@@ -87,6 +87,17 @@ def thread_limit():
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
+LARGE_BATCH = 256  # from this batch size a step of the book's MLP is matrix products large enough for threads to pay
+
+
+def batch_threads(threads, batch_size):
+    """Threads for a training call at batch_size: min(threads, thread_limit()) from LARGE_BATCH up, else torch's
+    current count (also when threads is None). Small steps run fastest on one core. Introduced in chapter 2.2."""
+    if threads is None or batch_size < LARGE_BATCH:
+        return torch.get_num_threads()
+    return min(check_positive_int(threads, "threads"), thread_limit())
+
+
 @contextlib.contextmanager
 def num_threads(n):
     """Run the block with torch using n CPU threads, then restore the previous count. Introduced in chapter 4."""

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 from . import _memo, seeding, tune
-from .hardware import num_threads, thread_limit
+from .hardware import batch_threads, num_threads
 from ._checks import as_positive_array, check_data, check_positive_float, check_positive_int
 from .steps import trainable_parameters
 from .train import TrainConfig, measure_noise, train_many
@@ -328,8 +328,7 @@ def sweep_steps(make_model, data, batch_sizes, lrs, targets, seeds=(0, 1, 2), cf
     for j, batch_size in enumerate(batch_sizes):
         run_cfg = replace(cfg, batch_size=int(batch_size), num_steps=int(budget))
         cand = _window_candidates(lrs, first_lrs, prev_lr, window)
-        call_threads = min(threads, thread_limit()) if threads is not None and batch_size >= 256 \
-            else torch.get_num_threads()
+        call_threads = batch_threads(threads, batch_size)
         with num_threads(call_threads):
             tried_lrs, results, run_cfg = _search_steps(runs, run_cfg, lrs, cand)
         budget = run_cfg.num_steps

@@ -2,8 +2,8 @@
 
 `train.train_many` trains many runs of one model as stacked parameters {name: (num_runs, ...)}. For a model that
 is a plain stack of nn.Linear layers with ReLU between them (`models.MLP` without batch norm), this module does a
-step without autograd: a forward pass of three `baddbmm`, the softmax cross-entropy's gradient in closed form and
-a backward pass of matrix products. At small batches that is several times faster than torch.func's `vmap` with
+step without autograd: a forward pass of three batched matrix products, the softmax cross-entropy's gradient in
+closed form and a backward pass of matrix products. At small batches that is several times faster than torch.func's `vmap` with
 autograd, whose fixed cost per step dominates there (`benchmarks/run.py` measures it), and it gives the same
 gradients up to rounding (tests/test_stacked_mlp.py checks them against autograd in float64). It also gives each
 run's gradient noise scale over a whole data set in the same pass, from the per-example gradient norms of linear
@@ -43,6 +43,12 @@ def _bmm(a, b):
     return torch.bmm(a.expand(2, -1, -1), b.expand(2, -1, -1))[:1]
 
 
+def _log_softmax_(z):
+    """log_softmax over the last axis, in place: a few classes make F.log_softmax's kernel several times slower."""
+    z -= z.amax(-1, keepdim=True)
+    return z.sub_(z.exp().sum(-1, keepdim=True).log_())
+
+
 class StackedMLP:
     """Forward and backward of stacked runs of an MLP whose Linear layers have the parameter names `names`."""
 
@@ -58,7 +64,7 @@ class StackedMLP:
             if h.ndim == 2:
                 h = h.expand(len(W), *h.shape)
             inputs.append(h)
-            z = torch.baddbmm(params[b][:, None], h, W.transpose(1, 2))  # (num_runs, n, out)
+            z = _bmm(h, W.transpose(1, 2)).add_(params[b][:, None])  # (num_runs, n, out); faster than baddbmm
             if k + 1 < len(self.names):
                 h = z.clamp_min_(0)
         return inputs, z
@@ -86,9 +92,9 @@ class StackedMLP:
         """Every run's mean cross-entropy and accuracy on its batch, and the gradients (as train._loss_and_grads)."""
         with torch.no_grad():
             inputs, z = self._forward(params, xb)
-            log_p = F.log_softmax(z, -1)  # (num_runs, batch_size, num_classes)
+            log_p = _log_softmax_(z)  # (num_runs, batch_size, num_classes)
             loss = -log_p.gather(-1, yb[..., None]).squeeze(-1).mean(1)
-            acc = (z.argmax(-1) == yb).double().mean(1)
+            acc = (log_p.argmax(-1) == yb).double().mean(1)
             dz = log_p.exp_()
             dz.scatter_add_(-1, yb[..., None], torch.full_like(dz[..., :1], -1.0))
             dz /= yb.shape[-1]

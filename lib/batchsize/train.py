@@ -35,7 +35,7 @@ import torch
 from torch.func import functional_call, stack_module_state
 from tqdm.auto import tqdm
 
-from . import seeding, stacked_mlp, tune
+from . import hardware, seeding, stacked_mlp, tune
 from ._checks import (check_batch_size, check_data, check_data4, check_positive_float, check_positive_int,
                       check_same_dtype, cross_entropy)
 
@@ -924,7 +924,8 @@ def _stack_histories(hists):
                    None if hists[0].grad_norm is None else rows("grad_norm"))
 
 
-def sweep(make_model, data, batch_sizes, lrs, seeds=(0,), cfg=TrainConfig(), num_epochs=None, lr_window=None):
+def sweep(make_model, data, batch_sizes, lrs, seeds=(0,), cfg=TrainConfig(), num_epochs=None, lr_window=None,
+          threads=None):
     """Train every (batch size, lr, seed) with `train_many`, one batched call per batch size.
 
     Introduced in chapter 3 (learning-rate scaling). With num_epochs, each batch size gets
@@ -934,8 +935,11 @@ def sweep(make_model, data, batch_sizes, lrs, seeds=(0,), cfg=TrainConfig(), num
     (`tune`'s rule on the final test accuracy: the best median over seeds, a diverged seed the worst, ties to
     the larger lr), one more grid point at a time while its best sits on an edge of those trained. It rests on
     the best lr not falling as the batch grows, and on an lr above a diverged one diverging too; the edge rule
-    catches a best that does fall.
+    catches a best that does fall. `threads` sets torch's thread count for batch sizes of 256 and more
+    (`hardware.batch_threads`, as `scaling.sweep_steps`); None keeps the current setting.
     """
+    if threads is not None:
+        check_positive_int(threads, "threads")
     batch_sizes = [check_positive_int(int(b), "batch_sizes") for b in np.atleast_1d(batch_sizes)]
     lrs, seeds = np.atleast_1d(np.asarray(lrs, dtype=float)), list(np.atleast_1d(seeds))
     if lr_window is not None:
@@ -961,7 +965,8 @@ def sweep(make_model, data, batch_sizes, lrs, seeds=(0,), cfg=TrainConfig(), num
 
         def run(new, _best_lr, i=i, run_cfg=run_cfg, calls=calls):
             cols = [int(np.flatnonzero(lrs == lr)[0]) for lr in new]
-            hist = train_many(make_model, data, lrs[cols], seeds, run_cfg)
+            with hardware.num_threads(hardware.batch_threads(threads, batch_size)):
+                hist = train_many(make_model, data, lrs[cols], seeds, run_cfg)
             calls.append((cols, hist))
             for name, out in (("test_acc", acc), ("test_loss", loss)):
                 out[i, cols] = getattr(hist, name)[:, -1].reshape(len(cols), len(seeds))
