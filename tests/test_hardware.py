@@ -418,3 +418,11 @@ def test_batch_threads_raises_the_count_only_for_large_batches_and_within_the_li
     for bad in (0, -1, 1.5, "2"):
         with pytest.raises((ValueError, TypeError), match="threads"):
             batch_threads(bad, 4000)
+
+
+def test_reference_speed_gives_positive_finite_rates_and_restores_the_threads():
+    before = torch.get_num_threads()
+    speed = hw.reference_speed(repeats=3)
+    assert set(speed) == {"matmul_gflops", "python_loop_ns"}
+    assert all(np.isfinite(v) and v > 0 for v in speed.values()) and torch.get_num_threads() == before
+    assert speed["matmul_gflops"] < 1e5 and speed["python_loop_ns"] < 1e5  # a real machine's, not a mis-scaled unit

@@ -54,6 +54,22 @@ def describe_environment():
     }
 
 
+def reference_speed(repeats=7):
+    """This machine's speed on one core, to read the book's run times against: the median GFLOP/s of a 512 x 512
+    float32 matrix product (what large batches spend their time on) and ns per iteration of a plain Python loop
+    (what bounds a step at small batches). Introduced in the status page."""
+    a = torch.randn(512, 512, generator=torch.Generator().manual_seed(0))
+    matmul = time_fn(lambda: a @ a, repeats=repeats, warmup=2, device="cpu", threads=1).median
+
+    def loop():
+        total = 0
+        for i in range(100_000):
+            total += i
+
+    python = time_fn(loop, repeats=repeats, warmup=1, device="cpu").median
+    return {"matmul_gflops": 2 * 512**3 / matmul / 1e9, "python_loop_ns": python / 100_000 * 1e9}
+
+
 @dataclass(frozen=True)
 class Timing:
     """Seconds per call of a timed function: median, quartiles and every repeat. Introduced in chapter 4."""
