@@ -188,6 +188,16 @@ def test_sweep_steps_and_params_match_a_run_trained_alone(small_data):
         torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5)
 
 
+def test_on_grid_edge_flags_a_tuned_lr_at_either_end_of_the_grid(small_data):
+    cfg = TrainConfig(eval_every=2, eval_growth=1.1)
+    kw = dict(targets=[1.5], seeds=[0], cfg=cfg, max_steps=2000)
+    low = sweep_steps(MLP, small_data, [32], lrs=[0.02, 0.04], **kw)  # both too small: the larger one wins
+    assert low.best_lr[0, 0] == 0.04 and low.on_grid_edge.tolist() == [[True]]
+    inside = sweep_steps(MLP, small_data, [32], lrs=[0.02, 0.2, 100.0], **kw)  # 100 diverges, 0.02 is slow
+    assert inside.best_lr[0, 0] == 0.2 and inside.on_grid_edge.tolist() == [[False]]
+    np.testing.assert_array_equal(inside.grid, [0.02, 0.2, 100.0])
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # sharpness, against the dense Hessian
 

@@ -70,11 +70,20 @@ class StepsSweep:
     num_runs: int  # training runs in all, the reruns included
     metric: str
     noise: list | None = None  # with cfg.noise_growth, per batch size {tuned lr: per seed (steps, B_simple)}
+    grid: np.ndarray | None = None  # (num_lrs,) the learning rates the sweep could try
 
     @property
     def median(self):
         """Median steps over seeds, (num_targets, num_batch_sizes)."""
         return median_steps(self.steps)
+
+    @property
+    def on_grid_edge(self):
+        """Whether each tuned learning rate is the grid's smallest or largest, bool (num_targets, num_batch_sizes):
+        there the optimum may lie beyond the grid and the tuned steps overstate S(B). Introduced in chapter 2.2."""
+        if self.grid is None:
+            raise ValueError("this sweep does not know its grid (made without sweep_steps)")
+        return np.isclose(self.best_lr, self.grid.min(), rtol=1e-9) | np.isclose(self.best_lr, self.grid.max(), rtol=1e-9)
 
     def near_best_lrs(self, target=-1, z=2.0):
         """Smallest and largest learning rate within the seed noise of the tuned one at each batch size, on log
@@ -353,7 +362,7 @@ def sweep_steps(make_model, data, batch_sizes, lrs, targets, seeds=(0, 1, 2), cf
     order = np.argsort(batch_sizes)  # report in increasing batch size
     return StepsSweep(batch_sizes[order], targets, seeds, out_steps[:, order], best_lr[:, order],
                       [tried[i] for i in order], [params[i] for i in order], runs.num_runs, metric,
-                      None if cfg.noise_growth is None else [noise[i] for i in order])
+                      None if cfg.noise_growth is None else [noise[i] for i in order], grid=lrs.copy())
 
 
 def run_model(make_model, params, i):
