@@ -370,7 +370,11 @@ def _sgd_update_(p, g, velocity, lr, momentum=0.0, weight_decay=0.0):
         g = g.add_(p.mul(weight_decay))
     if momentum:
         velocity.mul_(momentum).add_(g)
-    p.sub_(lr * (velocity if momentum else g))
+    step = velocity if momentum else g
+    if isinstance(lr, torch.Tensor):  # one lr per run: p -= lr * step in one kernel, without a temporary
+        p.addcmul_(step, lr, value=-1)
+    else:
+        p.add_(step, alpha=-lr)
 
 
 def _adam_update_(p, g, exp_avg, exp_avg_sq, lr, coef, weight_decay=0.0, decoupled=False):
