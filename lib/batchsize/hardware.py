@@ -58,7 +58,7 @@ def reference_speed(repeats=7):
     """This machine's speed on one core, to read the book's run times against: the median GFLOP/s of a 512 x 512
     float32 matrix product (what large batches spend their time on) and ns per iteration of a plain Python loop
     (what bounds a step at small batches). Introduced in the status page."""
-    a = torch.randn(512, 512, generator=torch.Generator().manual_seed(0))
+    a = torch.randn(512, 512, generator=seeding.generator(0))
     matmul = time_fn(lambda: a @ a, repeats=repeats, warmup=2, device="cpu", threads=1).median
 
     def loop():
