@@ -83,7 +83,8 @@ class StepsSweep:
         there the optimum may lie beyond the grid and the tuned steps overstate S(B). Introduced in chapter 2.2."""
         if self.grid is None:
             raise ValueError("this sweep does not know its grid (made without sweep_steps)")
-        return np.isclose(self.best_lr, self.grid.min(), rtol=1e-9) | np.isclose(self.best_lr, self.grid.max(), rtol=1e-9)
+        ends = np.array([self.grid.min(), self.grid.max()])
+        return np.isclose(self.best_lr[..., None], ends, rtol=1e-9).any(-1)
 
     def near_best_lrs(self, target=-1, z=2.0):
         """Smallest and largest learning rate within the seed noise of the tuned one at each batch size, on log

@@ -3,9 +3,9 @@
 `train.train_many` trains many runs of one model as stacked parameters {name: (num_runs, ...)}. For a model that
 is a plain stack of nn.Linear layers with ReLU between them (`models.MLP` without batch norm), this module does a
 step without autograd: a forward pass of three batched matrix products, the softmax cross-entropy's gradient in
-closed form and a backward pass of matrix products. At small batches that is several times faster than torch.func's `vmap` with
-autograd, whose fixed cost per step dominates there (`benchmarks/run.py` measures it), and it gives the same
-gradients up to rounding (tests/test_stacked_mlp.py checks them against autograd in float64). It also gives each
+closed form and a backward pass of matrix products. At small batches that is several times faster than torch.func's
+`vmap` with autograd, whose fixed cost per step dominates there (`benchmarks/run.py` measures it), and it gives the
+same gradients up to rounding (tests/test_stacked_mlp.py checks them against autograd in float64). It also gives each
 run's gradient noise scale over a whole data set in the same pass, from the per-example gradient norms of linear
 layers, |g_i|^2 = sum over layers of |delta_i|^2 (|a_i|^2 + 1). Introduced in chapter 2.2.
 """

@@ -16,8 +16,8 @@ Chapter 5.1 adds three things: `train_many` may be given each run's batches (`or
 `TrainConfig.clip_norm` clips every run's gradient as torch.nn.utils.clip_grad_norm_() does and logs its norm, and
 `evaluate`, `predict` and `recall_per_class` evaluate trained runs on any data. Inside, a training step is built
 from small parts: the live runs' state (`_Runs`, whose `drop` removes stopped runs), the optimizer updates in
-place on each run's rows (`_sgd_update_`, `_adam_update_`) and the evaluation (`_evaluate`). For the book's MLP the forward
-and backward pass are written out as batched matrix products (`stacked_mlp`), several times faster at small
+place on each run's rows (`_sgd_update_`, `_adam_update_`) and the evaluation (`_evaluate`). For the book's MLP the
+forward and backward pass are written out as batched matrix products (`stacked_mlp`), several times faster at small
 batches than autograd; other models go through torch.func. Chapter 2.2 adds `TrainConfig.noise_growth` (each run's
 gradient noise scale logged along the run) and `stop_rule` (runs stopped once they can no longer matter).
 
