@@ -50,7 +50,7 @@ def test_cpu_model_is_first_model_name_in_proc_cpuinfo():
 # ---------------------------------------------------------------------------------------------------------------
 # time_fn: checked against known durations (time.sleep) and against numpy's percentiles of its own repeats
 
-from batchsize.hardware import (LARGE_BATCH, Timing, batch_threads, num_threads, synchronize, thread_limit,  # noqa: E402
+from batchsize.hardware import (Timing, num_threads, sweep_threads, synchronize, thread_limit,  # noqa: E402
                                 time_fn)
 
 
@@ -410,14 +410,14 @@ def test_thread_limit_is_omp_num_threads_when_set_else_the_cores_we_may_use(monk
     assert thread_limit() == cores
 
 
-def test_batch_threads_raises_the_count_only_for_large_batches_and_within_the_limit(monkeypatch):
+def test_sweep_threads_stay_within_the_limit(monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
     with num_threads(1):
-        assert batch_threads(2, LARGE_BATCH) == 2 and batch_threads(8, 4000) == 3  # never above thread_limit()
-        assert batch_threads(2, LARGE_BATCH - 1) == 1 and batch_threads(None, 4000) == 1  # the current count
+        assert sweep_threads(2) == 2 and sweep_threads(8) == 3  # never above thread_limit()
+        assert sweep_threads(None) == 1  # the current count
     for bad in (0, -1, 1.5, "2"):
         with pytest.raises((ValueError, TypeError), match="threads"):
-            batch_threads(bad, 4000)
+            sweep_threads(bad)
 
 
 def test_reference_speed_gives_positive_finite_rates_and_restores_the_threads():

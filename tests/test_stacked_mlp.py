@@ -65,10 +65,12 @@ def with_identity():
     return nn.Sequential(*MLP(), nn.Identity()).double()
 
 
-def test_train_many_on_the_mlp_follows_the_autograd_path_in_float64():
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+def test_train_many_on_the_mlp_follows_the_autograd_path_in_float64(momentum):
+    """The MLP's SGD step inside its backward pass (`sgd_step_`) against autograd and the separate update."""
     X, y, _, _ = load_mnist1d()
     data = (X[:400].double(), y[:400], X[:200].double(), y[:200])
-    cfg = train.TrainConfig(batch_size=8, num_steps=150, eval_every=10, momentum=0.9, progress=False)
+    cfg = train.TrainConfig(batch_size=8, num_steps=150, eval_every=10, momentum=momentum, progress=False)
     fast = train.train_many(lambda: MLP().double(), data, [0.02, 0.05], [0, 1], cfg)
     slow = train.train_many(with_identity, data, [0.02, 0.05], [0, 1], cfg)
     assert stacked_mlp.layer_names(with_identity()) is None
@@ -134,7 +136,8 @@ def test_a_run_gives_the_same_numbers_alone_and_inside_a_stack_with_several_thre
     torch.set_num_threads(2)  # one product of two threads may split its sum and round otherwise
     try:
         for batch_size in (16, 256):
-            cfg = train.TrainConfig(batch_size=batch_size, num_steps=3, eval_every=3, progress=False)
+            cfg = train.TrainConfig(batch_size=batch_size, num_steps=3, eval_every=3, progress=False,
+                                    momentum=0.9 if batch_size == 16 else 0.0)
             stack = train.train_many(MLP, data, lrs, [0], cfg)
             for i, lr in enumerate(lrs):
                 alone = train.train_many(MLP, data, [lr], [0], cfg)

@@ -584,7 +584,7 @@ def test_sweep_rows_equal_train_many_per_batch_size(data):
     assert res.diverged[:, 2].all() and not res.diverged[:, :2].any()  # lr 50 blows up, the others do not
 
 
-def test_sweep_runs_large_batches_on_the_threads_asked_and_restores_the_count(data, monkeypatch):
+def test_sweep_runs_on_the_threads_asked_within_the_limit_and_restores_the_count(data, monkeypatch):
     from batchsize import train
     seen, real = [], train.train_many
 
@@ -596,7 +596,11 @@ def test_sweep_runs_large_batches_on_the_threads_asked_and_restores_the_count(da
     monkeypatch.setenv("OMP_NUM_THREADS", "2")
     with hardware.num_threads(1):
         train.sweep(MLP, data, [16, 256], [0.1], seeds=[0], cfg=replace(SHORT, num_steps=2), threads=2)
-        assert seen == [(16, 1), (256, 2)] and torch.get_num_threads() == 1
+        assert seen == [(16, 2), (256, 2)] and torch.get_num_threads() == 1
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # test workers that share the cores
+    with hardware.num_threads(1):
+        train.sweep(MLP, data, [16], [0.1], seeds=[0], cfg=replace(SHORT, num_steps=2), threads=2)
+        assert seen[-1] == (16, 1)
     with pytest.raises(ValueError, match="threads"):
         train.sweep(MLP, data, [16], [0.1], cfg=replace(SHORT, num_steps=2), threads=0)
 

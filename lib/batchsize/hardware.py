@@ -103,13 +103,12 @@ def thread_limit():
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-LARGE_BATCH = 256  # from this batch size a step of the book's MLP is matrix products large enough for threads to pay
-
-
-def batch_threads(threads, batch_size):
-    """Threads for a training call at batch_size: min(threads, thread_limit()) from LARGE_BATCH up, else torch's
-    current count (also when threads is None). Small steps run fastest on one core. Introduced in chapter 2.2."""
-    if threads is None or batch_size < LARGE_BATCH:
+def sweep_threads(threads):
+    """Threads for a sweep's batched training calls: min(threads, thread_limit()), or torch's current count when
+    threads is None. Many stacked runs make even a small batch's step large arrays (every run's parameters are
+    updated at every step), so two threads pay at every batch size of the book's sweeps on an idle machine.
+    Introduced in chapter 2.2."""
+    if threads is None:
         return torch.get_num_threads()
     return min(check_positive_int(threads, "threads"), thread_limit())
 

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 from . import _memo, seeding, tune
-from .hardware import batch_threads, num_threads
+from .hardware import num_threads, sweep_threads
 from ._checks import as_positive_array, check_data, check_positive_float, check_positive_int
 from .steps import trainable_parameters
 from .train import TrainConfig, measure_noise, train_many
@@ -318,14 +318,13 @@ def sweep_steps(make_model, data, batch_sizes, lrs, targets, seeds=(0, 1, 2), cf
     Chapter 2.2 adds three options. stop_slower=True (with an odd number of seeds) also stops, inside each batched
     call, the runs of a learning rate whose median cannot reach the hardest target before another's already has:
     the tuned results are the same, but the stopped runs leave the near-best sets (`near_best_lrs`). `threads`
-    sets torch's thread count for batch sizes of 256 and more, where a step is matrix products large enough for
-    more cores to pay (chapter 4), never more than `hardware.thread_limit()` (cores that other processes share
-    would make the threads wait on each other); None keeps the current setting. With cfg.noise_growth every run keeps its
+    sets torch's thread count for the training calls, never more than `hardware.thread_limit()` (cores that other
+    processes share would make the threads wait on each other; `hardware.sweep_threads`); None keeps the current
+    setting. With cfg.noise_growth every run keeps its
     parameters along the way and the tuned ones get their B_simple measured (`StepsSweep.b_simple_along`,
     `b_simple_at`), the same numbers as logging it during training for all.
     """
-    if threads is not None:
-        check_positive_int(threads, "threads")
+    call_threads = sweep_threads(threads)
     batch_sizes, lrs, targets, seeds, hardest, hard = _steps_inputs(batch_sizes, lrs, targets, seeds, metric,
                                                                     max_steps, window, slack)
     cfg = replace(cfg, target=float(hardest), target_metric=metric, progress=False)
@@ -338,7 +337,6 @@ def sweep_steps(make_model, data, batch_sizes, lrs, targets, seeds=(0, 1, 2), cf
     for j, batch_size in enumerate(batch_sizes):
         run_cfg = replace(cfg, batch_size=int(batch_size), num_steps=int(budget))
         cand = _window_candidates(lrs, first_lrs, prev_lr, window)
-        call_threads = batch_threads(threads, batch_size)
         with num_threads(call_threads):
             tried_lrs, results, run_cfg = _search_steps(runs, run_cfg, lrs, cand)
         budget = run_cfg.num_steps

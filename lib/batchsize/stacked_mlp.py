@@ -43,6 +43,14 @@ def _bmm(a, b):
     return torch.bmm(a.expand(2, -1, -1), b.expand(2, -1, -1))[:1]
 
 
+def _baddbmm_(c, a, b, beta=1.0, alpha=1.0):
+    """c = beta c + alpha a @ b in place, one kernel; a single run computed as two, as `_bmm`."""
+    if len(c) != 1:
+        return c.baddbmm_(a, b, beta=beta, alpha=alpha)
+    two = (t.expand(2, -1, -1) for t in (c, a, b))
+    return c.copy_(torch.baddbmm(*two, beta=beta, alpha=alpha)[:1])
+
+
 def _log_softmax_(z):
     """log_softmax over the last axis, in place: a few classes make F.log_softmax's kernel several times slower."""
     z -= z.amax(-1, keepdim=True)
@@ -88,8 +96,9 @@ class StackedMLP:
                 dz = torch.ops.aten.threshold_backward(torch.bmm(dz, params[w]), inputs[k], 0)
         return deltas[::-1], grads
 
-    def loss_and_grads(self, params, xb, yb):
-        """Every run's mean cross-entropy and accuracy on its batch, and the gradients (as train._loss_and_grads)."""
+    def loss_and_deltas(self, params, xb, yb):
+        """Every run's mean cross-entropy and accuracy on its batch, and what a backward pass starts from: each layer's
+        input and the loss's gradient in the logits (num_runs, batch_size, num_classes)."""
         with torch.no_grad():
             inputs, z = self._forward(params, xb)
             log_p = _log_softmax_(z)  # (num_runs, batch_size, num_classes)
@@ -98,8 +107,34 @@ class StackedMLP:
             dz = log_p.exp_()
             dz.scatter_add_(-1, yb[..., None], torch.full_like(dz[..., :1], -1.0))
             dz /= yb.shape[-1]
+        return loss, acc, (inputs, dz)
+
+    def loss_and_grads(self, params, xb, yb):
+        """Every run's mean cross-entropy and accuracy on its batch, and the gradients (as train._loss_and_grads)."""
+        loss, acc, (inputs, dz) = self.loss_and_deltas(params, xb, yb)
+        with torch.no_grad():
             _, grads = self._backward(params, inputs, dz)
         return loss, acc, [grads[name] for name in params]
+
+    def sgd_step_(self, params, velocity, inputs, dz, lr, momentum=0.0):
+        """torch.optim.SGD's step (no weight decay) of every run in place, inside the backward pass of
+        `loss_and_deltas`' output: each weight's gradient is summed straight into its velocity (into the weight,
+        scaled by the run's lr (num_runs,), without momentum) by one batched product, never stored on its own."""
+        with torch.no_grad():
+            for k in range(len(self.names) - 1, -1, -1):
+                w, b = self.names[k]
+                W, a = params[w], inputs[k]
+                below = torch.ops.aten.threshold_backward(torch.bmm(dz, W), a, 0) if k > 0 else None  # W unchanged
+                if momentum:
+                    _baddbmm_(velocity[w], dz.transpose(1, 2), a, beta=momentum)
+                    velocity[b].mul_(momentum).add_(dz.sum(1))
+                    W.addcmul_(velocity[w], lr[:, None, None], value=-1)
+                    params[b].addcmul_(velocity[b], lr[:, None], value=-1)
+                else:
+                    dz = dz * lr[:, None, None]
+                    _baddbmm_(W, dz.transpose(1, 2), a, alpha=-1.0)
+                    params[b].sub_(dz.sum(1))
+                dz = below
 
     def noise_scale(self, params, X, y):
         """|G|^2, tr(Sigma) and B_simple of every run over the whole of (X, y): three float64 tensors (num_runs,).

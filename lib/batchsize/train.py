@@ -293,10 +293,18 @@ def _accuracy(logits, y):
 
 
 def _evaluate(forward, params, X, y):
-    """Mean cross-entropy and accuracy of every run on (X, y): two tensors (num_runs,); per token for sequences."""
+    """Mean cross-entropy and accuracy of every run on (X, y): two tensors (num_runs,); per token for sequences.
+
+    The log-softmax is computed in place by hand: with few classes F.cross_entropy's kernel costs more than the
+    model's forward pass on a large evaluation set."""
     with torch.no_grad():
         logits = forward(params, X, shared=True)  # (num_runs, N, num_classes) or (num_runs, N, T, vocab)
-        return _cross_entropy(logits, y), _accuracy(logits, y)
+        _check_targets(logits, y)
+        acc = _accuracy(logits, y)
+        if y.dtype != torch.long or (len(y) and (y.min() < 0 or y.max() >= logits.shape[-1])):
+            return _cross_entropy(logits, y), acc  # F.cross_entropy's own path, with its error message
+        log_p = stacked_mlp._log_softmax_(logits)
+        return -log_p.gather(-1, y.expand(logits.shape[:-1])[..., None]).flatten(1).mean(1), acc
 
 
 def _noise_scale(model, forward, params, X, y):
@@ -590,6 +598,8 @@ def _fit(model, params, data, cfg, lrs, seeds, callback=None, lr_schedules=None,
     names = stacked_mlp.layer_names(model)
     forward = _batched(model) if names is None else stacked_mlp.StackedMLP(names)
     loss_and_grads = forward.loss_and_grads if names is not None else functools.partial(_loss_and_grads, forward)
+    # the MLP's SGD step runs inside its backward pass (stacked_mlp.StackedMLP.sgd_step_): no gradient is stored
+    fused = names is not None and cfg.optimizer == "sgd" and not cfg.weight_decay and cfg.clip_norm is None
     runs = _Runs(params, lrs, betas, eps, X.dtype if torch.is_floating_point(X) else next(iter(params.values())).dtype,
                  flat=isinstance(forward, _OwnStacked))
     noise_steps = None if cfg.noise_growth is None else _eval_steps(cfg.num_steps, cfg.eval_every, cfg.noise_growth)
@@ -607,10 +617,16 @@ def _fit(model, params, data, cfg, lrs, seeds, callback=None, lr_schedules=None,
         if len(runs.live) == 0:
             break  # every run has answered
         idx = _next_batch(batches, cfg, step, runs.live, len(X))  # (len(live), batch_size)
-        loss, acc, grads = loss_and_grads(runs.params, X[idx], y[idx])
+        if fused:
+            loss, acc, (inputs, dz) = forward.loss_and_deltas(runs.params, X[idx], y[idx])
+        else:
+            loss, acc, grads = loss_and_grads(runs.params, X[idx], y[idx])
         with torch.no_grad():
             blown = _log_step(runs, hist, step, loss, acc, cfg.divergence_factor)
-            grads = [g[~blown] for g in grads] if blown.any() else grads
+            if blown.any() and fused:
+                inputs, dz = [a[~blown] for a in inputs], dz[~blown]
+            elif blown.any():
+                grads = [g[~blown] for g in grads]
             if cfg.clip_norm is not None:
                 norms, grads = _clip(grads, cfg.clip_norm)
                 hist.grad_norm[runs.live.numpy(), step] = norms.numpy()
@@ -618,7 +634,10 @@ def _fit(model, params, data, cfg, lrs, seeds, callback=None, lr_schedules=None,
             if schedules is not None:
                 lr = lr * torch.tensor([_schedule_value(schedules[r], step, "lr_schedule")
                                         for r in runs.live.tolist()], dtype=lr.dtype)
-            runs.update(grads, lr, cfg, step)
+            if fused:
+                forward.sgd_step_(runs.params, runs.state["velocity"], inputs, dz, lr, cfg.momentum)
+            else:
+                runs.update(grads, lr, cfg, step)
             log_noise(step + 1)
             if (step + 1) in hist.eval_steps:
                 _log_evaluation(forward, runs, hist, X_test, y_test, int(np.searchsorted(hist.eval_steps, step + 1)),
@@ -939,11 +958,10 @@ def sweep(make_model, data, batch_sizes, lrs, seeds=(0,), cfg=TrainConfig(), num
     (`tune`'s rule on the final test accuracy: the best median over seeds, a diverged seed the worst, ties to
     the larger lr), one more grid point at a time while its best sits on an edge of those trained. It rests on
     the best lr not falling as the batch grows, and on an lr above a diverged one diverging too; the edge rule
-    catches a best that does fall. `threads` sets torch's thread count for batch sizes of 256 and more
-    (`hardware.batch_threads`, as `scaling.sweep_steps`); None keeps the current setting.
+    catches a best that does fall. `threads` sets torch's thread count for the training calls, within
+    `hardware.thread_limit()` (`hardware.sweep_threads`, as `scaling.sweep_steps`); None keeps the current setting.
     """
-    if threads is not None:
-        check_positive_int(threads, "threads")
+    call_threads = hardware.sweep_threads(threads)
     batch_sizes = [check_positive_int(int(b), "batch_sizes") for b in np.atleast_1d(batch_sizes)]
     lrs, seeds = np.atleast_1d(np.asarray(lrs, dtype=float)), list(np.atleast_1d(seeds))
     if lr_window is not None:
@@ -969,7 +987,7 @@ def sweep(make_model, data, batch_sizes, lrs, seeds=(0,), cfg=TrainConfig(), num
 
         def run(new, _best_lr, i=i, run_cfg=run_cfg, calls=calls):
             cols = [int(np.flatnonzero(lrs == lr)[0]) for lr in new]
-            with hardware.num_threads(hardware.batch_threads(threads, batch_size)):
+            with hardware.num_threads(call_threads):
                 hist = train_many(make_model, data, lrs[cols], seeds, run_cfg)
             calls.append((cols, hist))
             for name, out in (("test_acc", acc), ("test_loss", loss)):
