@@ -312,7 +312,7 @@ def sweep_steps(make_model, data, batch_sizes, lrs, targets, seeds=(0, 1, 2), cf
     slowest seed, so it gets that many steps. Tuned runs that did not answer are rerun with `max_steps`.
     window=(0, inf) with slack=inf is the unpruned sweep. cache=True keeps each batched training call on disk,
     keyed by all its inputs, the library's source, the versions, the CPU and the thread count, so a later call
-    that repeats it on this machine (chapters 3.b and 6 repeat chapter 2's sweep) loads it instead of training
+    that repeats it on this machine (chapters 3.c and 6 repeat chapter 2's sweep) loads it instead of training
     again.
 
     Chapter 2.2 adds three options. stop_slower=True (with an odd number of seeds) also stops, inside each batched
