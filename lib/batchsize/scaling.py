@@ -681,7 +681,8 @@ def _search_final(make_model, fit_data, seeds, run_cfg, grid, cand):
 
 
 def generalization_sweep(make_model, data, val_data, batch_sizes, lrs, seeds=(0, 1, 2), cfg=TrainConfig(),
-                         num_epochs=None, num_steps=None, first_lrs=None, window=(0.5, 4.0), best_lrs=None):
+                         num_epochs=None, num_steps=None, first_lrs=None, window=(0.5, 4.0), best_lrs=None,
+                         threads=None):
     """Final training and test results at each batch size, its learning rate tuned on held-out data.
 
     Introduced in chapter 2 (generalization). Each batch size B trains for num_epochs times N // B steps (a fixed
@@ -695,9 +696,18 @@ def generalization_sweep(make_model, data, val_data, batch_sizes, lrs, seeds=(0,
     each larger one tries the grid points within `window` times the previous tuned learning rate, and the
     window widens while the best lies on its edge. window=(0, inf) is the unpruned sweep. `best_lrs`, one learning
     rate per batch size (e.g. another sweep's best_lr), trains exactly those, untuned; `lrs` may then be None.
+    `threads` sets torch's thread count for the training and the evaluations, as in `sweep_steps`.
     """
     batch_sizes, best_lrs, lrs, seeds, steps, num_examples = _generalization_inputs(
         data, val_data, batch_sizes, lrs, seeds, num_epochs, num_steps, window, best_lrs)
+    with num_threads(sweep_threads(threads)):
+        return _generalization_sweep(make_model, data, val_data, batch_sizes, lrs, seeds, cfg, first_lrs, window,
+                                     best_lrs, steps, num_examples)
+
+
+def _generalization_sweep(make_model, data, val_data, batch_sizes, lrs, seeds, cfg, first_lrs, window, best_lrs,
+                          steps, num_examples):
+    """`generalization_sweep` on checked inputs."""
     X, y, X_test, y_test = data
     fit_data = (X, y, *val_data)
     shape = (len(batch_sizes), len(seeds))
@@ -774,7 +784,7 @@ class HoldoutTuning:
 
 
 def tune_on_holdout(make_model, data, val_data, batch_size, grid, first, seeds=(0, 1, 2), cfg=TrainConfig(),
-                    num_epochs=None, num_steps=None, extra_lrs=(), extra_schedules=None):
+                    num_epochs=None, num_steps=None, extra_lrs=(), extra_schedules=None, threads=None):
     """Tune the learning rate at one batch size on held-out data and test every run: a HoldoutTuning.
 
     Introduced in chapter 3 (learning-rate scaling). `data` is (X_train, y_train, X_test, y_test) and `val_data`
@@ -783,8 +793,10 @@ def tune_on_holdout(make_model, data, val_data, batch_size, grid, first, seeds=(
     over seeds, a diverged seed the worst, ties to the larger lr) sits on an edge of those trained, the next grid
     point beyond it trains too (`tune.search`). `extra_lrs`, with one schedule (or None) each in
     `extra_schedules`, train untuned in the first call beside `first`. Every call trains all its (lr, seed) runs
-    as one batched model (`train.train_many`); every run is then evaluated on the test set.
+    as one batched model (`train.train_many`); every run is then evaluated on the test set. `threads` sets torch's
+    thread count for the training calls, as in `sweep_steps`.
     """
+    call_threads = sweep_threads(threads)
     num_examples = _check_split(data, val_data)
     X, y, X_test, y_test = data
     batch_size = check_positive_int(batch_size, "batch_size")
@@ -816,7 +828,8 @@ def tune_on_holdout(make_model, data, val_data, batch_size, grid, first, seeds=(
         nonlocal num_runs
         todo = list(new) + ([] if extra else list(extra_lrs))
         schedules = [None] * len(new) + ([] if extra else extra_schedules)
-        hist = train_many(make_model, fit_data, todo, seeds, run_cfg, lr_schedules=schedules)
+        with num_threads(call_threads):
+            hist = train_many(make_model, fit_data, todo, seeds, run_cfg, lr_schedules=schedules)
         num_runs += len(todo) * S
         val = np.where(hist.diverged, np.nan, hist.test_acc[:, -1]).reshape(len(todo), S)
         test = np.where(hist.diverged, np.nan, evaluate_runs(make_model, hist.params, X_test, y_test)[1])
