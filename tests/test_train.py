@@ -1145,3 +1145,14 @@ def test_tokens_for_a_model_of_real_inputs_and_noise_scale_of_tokens_raise():
         train_many(MLP, (X, y[:, 0], X_test, y_test[:, 0]), [1e-2], [0], replace(TOKENS, num_steps=2))
     with pytest.raises(ValueError, match="noise_growth"):
         train_many(tiny_gpt(), (X, y, X_test, y_test), [1e-2], [0], replace(TOKENS, num_steps=2, noise_growth=2.0))
+
+
+def test_evaluation_leaves_a_model_output_that_aliases_its_input_untouched():
+    from batchsize.train import _evaluate
+    X = torch.randn(2, 5, 10)  # the "logits" of a model that returns its input, 2 runs, 5 examples, 10 classes
+    y = torch.tensor([0, 3, 9, 1, 1])
+    before = X.clone()
+    loss, acc = _evaluate(lambda params, x, shared=False: x, {}, X, y)
+    assert torch.equal(X, before)
+    expected = torch.nn.functional.cross_entropy(before.flatten(0, 1), y.repeat(2), reduction="none").view(2, 5)
+    torch.testing.assert_close(loss, expected.mean(1))

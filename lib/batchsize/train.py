@@ -303,7 +303,8 @@ def _evaluate(forward, params, X, y):
         acc = _accuracy(logits, y)
         if y.dtype != torch.long or (len(y) and (y.min() < 0 or y.max() >= logits.shape[-1])):
             return _cross_entropy(logits, y), acc  # F.cross_entropy's own path, with its error message
-        log_p = stacked_mlp._log_softmax_(logits)
+        own = isinstance(forward, stacked_mlp.StackedMLP)  # its logits are a new tensor; another model's may alias
+        log_p = stacked_mlp._log_softmax_(logits if own else logits.clone())
         return -log_p.gather(-1, y.expand(logits.shape[:-1])[..., None]).flatten(1).mean(1), acc
 
 
