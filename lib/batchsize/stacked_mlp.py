@@ -51,6 +51,11 @@ def _baddbmm_(c, a, b, beta=1.0, alpha=1.0):
     return c.copy_(torch.baddbmm(*two, beta=beta, alpha=alpha)[:1])
 
 
+def _mean_nll(log_p, y):
+    """Each run's mean of -log p(label) over the labels y, broadcast to log_p's leading axes: (num_runs,)."""
+    return -log_p.gather(-1, y.expand(log_p.shape[:-1])[..., None]).flatten(1).mean(1)
+
+
 def _log_softmax_(z):
     """log_softmax over the last axis, in place: a few classes make F.log_softmax's kernel several times slower."""
     z -= z.amax(-1, keepdim=True)
@@ -102,7 +107,7 @@ class StackedMLP:
         with torch.no_grad():
             inputs, z = self._forward(params, xb)
             log_p = _log_softmax_(z)  # (num_runs, batch_size, num_classes)
-            loss = -log_p.gather(-1, yb[..., None]).squeeze(-1).mean(1)
+            loss = _mean_nll(log_p, yb)
             acc = (log_p.argmax(-1) == yb).double().mean(1)
             dz = log_p.exp_()
             dz.scatter_add_(-1, yb[..., None], torch.full_like(dz[..., :1], -1.0))

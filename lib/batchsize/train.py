@@ -305,7 +305,7 @@ def _evaluate(forward, params, X, y):
             return _cross_entropy(logits, y), acc  # F.cross_entropy's own path, with its error message
         own = isinstance(forward, stacked_mlp.StackedMLP)  # its logits are a new tensor; another model's may alias
         log_p = stacked_mlp._log_softmax_(logits if own else logits.clone())
-        return -log_p.gather(-1, y.expand(logits.shape[:-1])[..., None]).flatten(1).mean(1), acc
+        return stacked_mlp._mean_nll(log_p, y), acc
 
 
 def _noise_scale(model, forward, params, X, y):
