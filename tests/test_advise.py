@@ -310,6 +310,26 @@ def test_float_labels_are_refused():
         advise.advise(tiny_model, (X, y.float(), X_test, y_test))
 
 
+def test_fastest_share_against_counting_the_resamples():
+    """fastest_share counts, over the same seed resamples as tune.bootstrap, how often each batch size has the
+    smallest median; a batch size faster at every seed gets all of them; unreached runs (inf) lose."""
+    from batchsize import scaling, tune
+
+    rng = np.random.default_rng(3)
+    seconds = rng.uniform(1, 2, (4, 5))
+    draws = scaling.median_steps(tune.bootstrap(seconds, num_boot=200, seed=7))
+    expected = [(np.argmin(draws, 1) == i).mean() for i in range(4)]
+    np.testing.assert_allclose(advise.fastest_share(seconds, num_boot=200, seed=7), expected)
+    seconds[2] = 0.5
+    np.testing.assert_array_equal(advise.fastest_share(seconds), [0, 0, 1, 0])
+    seconds[2] = np.inf
+    assert advise.fastest_share(seconds)[2] == 0
+    for bad, match in [(np.ones(3), "num_seeds"), (np.ones((3, 1)), "2 seeds"), (np.full((2, 3), np.nan), "NaN"),
+                       (np.zeros((2, 3)), "> 0"), (np.full((2, 3), np.inf), "no batch size reached")]:
+        with pytest.raises(ValueError, match=match):
+            advise.fastest_share(bad)
+
+
 def test_formula_inputs_are_checked():
     with pytest.raises(ValueError, match="b_noise"):
         advise.scaled_lr(0.1, 32, 64, b_noise=0)

@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from batchsize import advise, language
 
 BUDGET_S = 6.0  # each model's time budget; the accounting of the budget is checked by check_budget_accounting
+SEEDS = 5  # seeds of each batch size's run to the target
 
 
 @pytest.fixture(autouse=True)
@@ -112,10 +113,11 @@ def cases():
 
 @pytest.mark.parametrize("name", ["transformer", "lstm", "bn_cnn", "dict", "float64"])
 def test_foreign_model_gets_advice_within_its_budget(name):
-    """Advice for each model, with the budget's accounting; then a short measured sweep: the batch size fastest to
-    the probe's best held-out loss plus 5 % (median of two seeds), at each power of two from the recommended range's
-    lower end / 4 (at least 8) to its upper end x 4, must lie inside the range or one factor 2 beyond it (two seeds leave neighbouring
-    batch sizes within noise of each other, as chapter 6's resampling shows)."""
+    """Advice for each model, with the budget's accounting; then a short measured sweep: seconds to the probe's best
+    held-out loss plus 5 %, at each power of two from the recommended range's lower end / 4 (at least 8) to its upper
+    end x 4, for SEEDS seeds. The batch sizes fastest within the seeds' noise (fastest in at least 5 % of 1000 seed
+    resamples, chapter 6's rule) must include one inside the range or one factor 2 beyond it: the runs reach the
+    target in tens of steps, where one seed moves the steps by up to a factor 2.5 (measured: 18 and 46 at B = 1024)."""
     from test_advise import check_budget_accounting
 
     make_model, data, loss_fn = cases()[name]
@@ -127,12 +129,12 @@ def test_foreign_model_gets_advice_within_its_budget(name):
     diverged = a.probe_lrs[np.isnan(a.probe_loss)]
     assert a.lr <= a.lr_cap <= a.probe_lrs.max() and np.all(a.lr < diverged)  # never an lr the probe saw diverge
     target = 1.05 * float(np.nanmin(a.probe_loss))  # slack: runs of other batch orders end near it, not on it
-    grid = [b for b in 2 ** np.arange(3, 13) if lo / 4 <= b <= min(hi * 4, a.max_fit)]
-    seconds = {b: np.median([advise.time_to_target(make_model, data, a, int(b), target, seed=s, loss_fn=loss_fn) for s in (0, 1)])
-               for b in grid}
-    fastest = min(seconds, key=seconds.get)
-    assert math.isfinite(seconds[fastest]), (a.summary(), seconds)
-    assert lo / 2 <= fastest <= 2 * hi, (a.summary(), seconds)
+    grid = [int(b) for b in 2 ** np.arange(3, 13) if lo / 4 <= b <= min(hi * 4, a.max_fit)]
+    seconds = np.array([[advise.time_to_target(make_model, data, a, b, target, seed=s, loss_fn=loss_fn)
+                         for s in range(SEEDS)] for b in grid])  # (batch sizes, seeds)
+    share = advise.fastest_share(seconds)
+    plausible = [b for b, p in zip(grid, share) if p >= 0.05]
+    assert any(lo / 2 <= b <= 2 * hi for b in plausible), (a.summary(), dict(zip(grid, share)), seconds)
 
 
 def test_each_foreign_model_takes_its_own_path():
