@@ -691,10 +691,10 @@ def test_runs_drop_writes_back_each_stopped_run_and_keeps_the_rest_aligned():
         runs.params[k] = runs.params[k] + 1.0  # trained: the live copy moved away from out
         runs.state["velocity"][k] = torch.arange(4.0).view(-1, *[1] * (runs.params[k].ndim - 1)).expand_as(
             runs.params[k]).clone()
-    runs.first_loss = torch.tensor([1.0, 2.0, 3.0, 4.0])
+    runs.first_loss = np.array([1.0, 2.0, 3.0, 4.0], np.float32)
     runs.drop(torch.tensor([False, True, False, False]))  # run 1 stops at its target: current parameters
     runs.drop(torch.tensor([False, False, True]), parked=True)  # run 3 diverged: its initial parameters
-    assert runs.live.tolist() == [0, 2]
+    assert runs.live.tolist() == [0, 2] and runs.rows.tolist() == [0, 2]
     assert runs.lr.tolist() == pytest.approx([0.1, 0.3]) and runs.first_loss.tolist() == [1.0, 3.0]
     assert runs.beta1.tolist() == [0.9, 0.7] and runs.beta2.tolist() == [0.999, 0.9]
     for k in runs.params:

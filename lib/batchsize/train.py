@@ -423,6 +423,7 @@ class _Runs:
         self.state = {s: {k: torch.zeros_like(v) for k, v in self.params.items()}  # SGD's velocity, Adam's moments
                       for s in ("velocity", "exp_avg", "exp_avg_sq")}
         self.live = torch.arange(len(lrs))  # run numbers still training
+        self.rows = slice(None)  # the live runs' rows of a History: a slice while every run is live, else live's
         self.lr = torch.tensor(lrs, dtype=dtype)
         self.beta1 = np.array([b[0] for b in betas])  # float64, as torch.optim keeps them
         self.beta2 = np.array([b[1] for b in betas])
@@ -438,10 +439,11 @@ class _Runs:
             for s in self.state.values():
                 s[k] = s[k][keep]
         self.live, self.lr = self.live[keep], self.lr[keep]
+        self.rows = self.live.numpy()
         self.beta1, self.beta2, self.eps = self.beta1[keep.numpy()], self.beta2[keep.numpy()], self.eps[keep.numpy()]
         self._flat = None  # params and state are no longer views of it
         if self.first_loss is not None:
-            self.first_loss = self.first_loss[keep]
+            self.first_loss = self.first_loss[keep.numpy()]
 
     def write_back(self):
         """Copy the live runs' parameters to `out`."""
@@ -496,16 +498,21 @@ def _empty_history(num_runs, num_steps, eval_steps, grad_norm, noise_steps=None)
 
 
 def _log_step(runs, hist, step, loss, acc, divergence_factor):
-    """Log the live runs' training loss and accuracy; stop the runs that diverged. Returns the flags (len(live),)."""
+    """Log the live runs' training loss and accuracy; stop the runs that diverged. Returns the flags (len(live),)
+    as a bool tensor, or None when no run diverged (the common case, checked in numpy: a few runs' numbers)."""
+    loss_np, acc_np = loss.numpy(), acc.numpy()
     if runs.first_loss is None:
-        runs.first_loss = loss.clone()
-    blown = ~torch.isfinite(loss) | (loss > divergence_factor * runs.first_loss)
-    rows = runs.live.numpy()
-    hist.train_loss[rows, step] = torch.where(blown, np.nan, loss).numpy()
-    hist.train_acc[rows, step] = torch.where(blown, np.nan, acc).numpy()
-    if blown.any():
-        hist.diverged_at[runs.live[blown].numpy()] = step
-        runs.drop(blown, parked=True)  # parked on their finite initial values
+        runs.first_loss = loss_np.copy()
+    rows = runs.rows
+    blown = ~np.isfinite(loss_np) | (loss_np > divergence_factor * runs.first_loss)
+    if not blown.any():
+        hist.train_loss[rows, step], hist.train_acc[rows, step] = loss_np, acc_np
+        return None
+    hist.train_loss[rows, step] = np.where(blown, np.nan, loss_np)
+    hist.train_acc[rows, step] = np.where(blown, np.nan, acc_np)
+    blown = torch.from_numpy(blown)
+    hist.diverged_at[runs.live[blown].numpy()] = step
+    runs.drop(blown, parked=True)  # parked on their finite initial values
     return blown
 
 
@@ -613,6 +620,8 @@ def _fit(model, params, data, cfg, lrs, seeds, callback=None, lr_schedules=None,
         _noise_scale, model if names is not None else copy.deepcopy(model), forward, X=X, y=y)
     log_noise = _noise_logger(noise, runs, hist)
     log_noise(0)
+    noise_at = None if noise_steps is None else set(noise_steps.tolist())
+    eval_at = {int(s): i for i, s in enumerate(hist.eval_steps)}  # step -> its evaluation's index
     _log_evaluation(forward, runs, hist, X_test, y_test, 0, cfg, noise, stop_rule)
     for step in tqdm(range(cfg.num_steps), disable=not cfg.progress, leave=False, desc="training"):
         if len(runs.live) == 0:
@@ -624,9 +633,9 @@ def _fit(model, params, data, cfg, lrs, seeds, callback=None, lr_schedules=None,
             loss, acc, grads = loss_and_grads(runs.params, X[idx], y[idx])
         with torch.no_grad():
             blown = _log_step(runs, hist, step, loss, acc, cfg.divergence_factor)
-            if blown.any() and fused:
+            if blown is not None and fused:
                 inputs, dz = [a[~blown] for a in inputs], dz[~blown]
-            elif blown.any():
+            elif blown is not None:
                 grads = [g[~blown] for g in grads]
             if cfg.clip_norm is not None:
                 norms, grads = _clip(grads, cfg.clip_norm)
@@ -639,10 +648,10 @@ def _fit(model, params, data, cfg, lrs, seeds, callback=None, lr_schedules=None,
                 forward.sgd_step_(runs.params, runs.state["velocity"], inputs, dz, lr, cfg.momentum)
             else:
                 runs.update(grads, lr, cfg, step)
-            log_noise(step + 1)
-            if (step + 1) in hist.eval_steps:
-                _log_evaluation(forward, runs, hist, X_test, y_test, int(np.searchsorted(hist.eval_steps, step + 1)),
-                                cfg, noise, stop_rule)
+            if noise_at is not None and step + 1 in noise_at:
+                log_noise(step + 1)
+            if step + 1 in eval_at:
+                _log_evaluation(forward, runs, hist, X_test, y_test, eval_at[step + 1], cfg, noise, stop_rule)
         if callback is not None and (step + 1) % cfg.eval_every == 0 and len(runs.live):
             runs.write_back()
             callback(step + 1, params)
