@@ -280,8 +280,14 @@ def test_time_interleaved_times_every_fn_every_round():
     out = hw.time_interleaved([make(0), make(1)], rounds=3, repeats=2, warmup=1)
     assert out.shape == (3, 2) and np.all(out > 0)
     assert calls == {0: 9, 1: 9}
+    calls.update({0: 0, 1: 0})
+    hw.time_interleaved([make(0), make(1)], rounds=3, repeats=[3, 1], warmup=[1, 0])  # per fn
+    assert calls == {0: 12, 1: 3}
     with pytest.raises(TypeError):
         hw.time_interleaved([])
+    for bad in ([1], [1, 2, 3], 1.5, True):
+        with pytest.raises(ValueError, match="one per fn"):
+            hw.time_interleaved([make(0), make(1)], repeats=bad)
 
 
 # ---------------------------------------------------------------------------------------------------------------

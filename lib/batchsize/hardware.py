@@ -339,19 +339,30 @@ def time_interleaved(fns, rounds=5, repeats=5, warmup=1, device=None, threads=No
     """Median seconds of each fn per round, the fns timed in a new random order each round. Introduced in chapter 4.
 
     Interleaving spreads slow drifts of a shared machine over all fns alike; the spread over rounds is the noise.
-    Returns an array of shape (rounds, len(fns)).
+    repeats and warmup are numbers of calls, one for all fns or a sequence with one per fn (a call of a second
+    needs fewer repeats than one of a millisecond). Returns an array of shape (rounds, len(fns)).
     """
     fns = list(fns)
     if not fns or not all(callable(f) for f in fns):
         raise TypeError("fns must be a non-empty sequence of callables with no arguments")
     rounds = check_positive_int(rounds, "rounds")
+    repeats, warmup = (_per_fn(v, len(fns), name) for v, name in ((repeats, "repeats"), (warmup, "warmup")))
     rng = seeding.default_rng(seed)
     out = np.empty((rounds, len(fns)))
     with num_threads(threads) if threads is not None else contextlib.nullcontext():
         for r in range(rounds):
             for j in rng.permutation(len(fns)):
-                out[r, j] = time_fn(fns[j], repeats=repeats, warmup=warmup, device=device).median
+                out[r, j] = time_fn(fns[j], repeats=repeats[j], warmup=warmup[j], device=device).median
     return out
+
+
+def _per_fn(value, num_fns, name):
+    """value (an int) for each of num_fns functions, or its given sequence of num_fns ints."""
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        return [value] * num_fns
+    if isinstance(value, (list, tuple)) and len(value) == num_fns:
+        return list(value)
+    raise ValueError(f"{name} must be an int or a sequence of {num_fns} ints (one per fn), got {value!r}")
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ reports the final loss and accuracy of the tuned runs on the training and the te
 (chapter 3) does the same at one batch size and keeps the test accuracy of every run, for rules applied beside it.
 """
 import functools
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -208,6 +209,24 @@ class _Noise:
         return [self.patch.get(s, series) for s, series in enumerate(self._series)]
 
 
+class _TunedNoise(Mapping):
+    """{tuned lr: per seed (steps, B_simple)} of one batch size, each measured (on `threads` threads, as the sweep's
+    training calls) when first read: a page that reuses a sweep without its noise scale never pays for it."""
+
+    def __init__(self, noises, runs, threads):
+        self._noises, self._runs, self._threads = noises, runs, threads
+
+    def __getitem__(self, lr):
+        with num_threads(self._threads):
+            return self._noises[lr].series(self._runs)
+
+    def __iter__(self):
+        return iter(self._noises)
+
+    def __len__(self):
+        return len(self._noises)
+
+
 def _noise_series(hist, rows):
     """Per run of `rows`: (steps, B_simple) logged along it, its value where it stopped at the target included."""
     out = []
@@ -351,7 +370,8 @@ def sweep_steps(make_model, data, batch_sizes, lrs, targets, seeds=(0, 1, 2), cf
             params.append(_rerun_missing(runs, run_cfg, results[lr_hard], lr_hard, tried_lrs, all_steps,
                                          best_lr[:, j], out_steps[:, j]))
         tuned = np.unique(best_lr[:, j][np.isfinite(best_lr[:, j])])  # B_simple is measured for these only
-        noise.append(None if results[lr_hard][4] is None else {lr: results[lr][4].series(runs) for lr in tuned})
+        noise.append(None if results[lr_hard][4] is None else
+                     _TunedNoise({lr: results[lr][4] for lr in tuned}, runs, call_threads))
         tried.append((tried_lrs, all_steps, diverged))
         prev_lr = lr_hard
         if j + 1 < len(batch_sizes) and np.isfinite(slack):
