@@ -522,7 +522,7 @@ def _log_evaluation(forward, runs, hist, X_test, y_test, i, cfg, noise=None, sto
     if len(runs.live) == 0:  # every run has diverged or answered: nothing left to evaluate
         return
     loss, acc = _evaluate(forward, runs.params, X_test, y_test)
-    hist.test_loss[runs.live.numpy(), i], hist.test_acc[runs.live.numpy(), i] = loss.numpy(), acc.numpy()
+    hist.test_loss[runs.rows, i], hist.test_acc[runs.rows, i] = loss.numpy(), acc.numpy()
     if cfg.target is not None:
         done = acc >= cfg.target if cfg.target_metric == "test_acc" else loss <= cfg.target
         if done.any():
@@ -552,11 +552,11 @@ def _noise_logger(noise, runs, hist):
         if i is None or not len(runs.live):
             return
         if hist.snapshots is None:
-            hist.b_simple[runs.live.numpy(), i] = noise(runs.params).numpy()
+            hist.b_simple[runs.rows, i] = noise(runs.params).numpy()
             return
         for k, v in runs.params.items():
             hist.snapshots[k][runs.live, i] = v
-        hist.snapshot_taken[runs.live.numpy(), i] = True
+        hist.snapshot_taken[runs.rows, i] = True
 
     return log
 
@@ -620,7 +620,6 @@ def _fit(model, params, data, cfg, lrs, seeds, callback=None, lr_schedules=None,
         _noise_scale, model if names is not None else copy.deepcopy(model), forward, X=X, y=y)
     log_noise = _noise_logger(noise, runs, hist)
     log_noise(0)
-    noise_at = None if noise_steps is None else set(noise_steps.tolist())
     eval_at = {int(s): i for i, s in enumerate(hist.eval_steps)}  # step -> its evaluation's index
     _log_evaluation(forward, runs, hist, X_test, y_test, 0, cfg, noise, stop_rule)
     for step in tqdm(range(cfg.num_steps), disable=not cfg.progress, leave=False, desc="training"):
@@ -639,7 +638,7 @@ def _fit(model, params, data, cfg, lrs, seeds, callback=None, lr_schedules=None,
                 grads = [g[~blown] for g in grads]
             if cfg.clip_norm is not None:
                 norms, grads = _clip(grads, cfg.clip_norm)
-                hist.grad_norm[runs.live.numpy(), step] = norms.numpy()
+                hist.grad_norm[runs.rows, step] = norms.numpy()
             lr = runs.lr
             if schedules is not None:
                 lr = lr * torch.tensor([_schedule_value(schedules[r], step, "lr_schedule")
@@ -648,8 +647,7 @@ def _fit(model, params, data, cfg, lrs, seeds, callback=None, lr_schedules=None,
                 forward.sgd_step_(runs.params, runs.state["velocity"], inputs, dz, lr, cfg.momentum)
             else:
                 runs.update(grads, lr, cfg, step)
-            if noise_at is not None and step + 1 in noise_at:
-                log_noise(step + 1)
+            log_noise(step + 1)
             if step + 1 in eval_at:
                 _log_evaluation(forward, runs, hist, X_test, y_test, eval_at[step + 1], cfg, noise, stop_rule)
         if callback is not None and (step + 1) % cfg.eval_every == 0 and len(runs.live):
